@@ -1,0 +1,193 @@
+"""`mirrorlab explain`: what a pull of each reference would do, and why.
+
+`NodeConfig` is everything a pull consults, loaded once; `explain` is pure over it except
+for looking at certs.d directories, which is what a real client does per source too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .authfile import AuthFile, Credentials, find_credentials, load_auth_files
+from .certsd import CertFiles, CertsDirSettings, certs_dir_for, read_certs_dir
+from .errors import ConfigError
+from .paths import NodeFiles
+from .plan import PullSource, resolve_sources
+from .policy import Policy, PolicyDecision, evaluate_policy, load_policy
+from .reference import ImageReference, InvalidReference, parse_docker_reference
+from .registries_conf import RegistriesConf, Registry, load_registries_conf
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """The loaded configuration of a node (or of this user): what every pull consults."""
+
+    registries: RegistriesConf
+    policy: Policy
+    certs: CertsDirSettings
+    auth_files: tuple[AuthFile, ...]
+
+    @classmethod
+    def load(cls, files: NodeFiles) -> NodeConfig:
+        return cls(
+            registries=load_registries_conf(files.registries_conf_paths()),
+            policy=load_policy(files.policy_path()),
+            certs=files.certs_settings(),
+            auth_files=tuple(load_auth_files(files.auth_file_paths())),
+        )
+
+
+@dataclass(frozen=True)
+class SourceReport:
+    source: PullSource
+    certs: CertFiles | None
+    certs_error: str | None
+    credentials: Credentials | None
+
+    def to_json(self) -> dict[str, Any]:
+        src = self.source
+        return {
+            "reference": str(src.reference),
+            "mirror": src.mirror,
+            "insecure": src.insecure,
+            "blocked": src.blocked,
+            "blocked_by": src.blocked_by,
+            "pull_from_mirror": src.pull_from_mirror or None,
+            "host": src.host,
+            "connect_host": src.connect_host,
+            "certs_dir": self.certs.directory if self.certs else None,
+            "ca_files": list(self.certs.ca_files) if self.certs else [],
+            "client_certs": [list(p) for p in self.certs.client_pairs] if self.certs else [],
+            "certs_error": self.certs_error,
+            "credentials": None if self.credentials is None else {
+                "file": self.credentials.file,
+                "key": self.credentials.key,
+                "helper": self.credentials.helper,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The answer for one reference. `error` is set when the pull cannot even start."""
+
+    text: str
+    reference: ImageReference | None = None
+    policy: PolicyDecision | None = None
+    registry: Registry | None = None
+    sources: tuple[SourceReport, ...] = ()
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "input": self.text,
+            "reference": str(self.reference) if self.reference else None,
+            "policy": None if self.policy is None else {
+                "allowed": self.policy.allowed,
+                "scope": self.policy.scope,
+                "reason": self.policy.reason,
+            },
+            "registry": None if self.registry is None else {
+                "prefix": self.registry.prefix,
+                "location": self.registry.location,
+                "origin": self.registry.origin,
+            },
+            "sources": [source.to_json() for source in self.sources],
+        }
+        if self.error is not None:
+            result["error"] = self.error
+        return result
+
+
+def _source_report(config: NodeConfig, source: PullSource) -> SourceReport:
+    directory = certs_dir_for(source.host, config.certs)
+    try:
+        certs, certs_error = read_certs_dir(directory), None
+    except ConfigError as error:
+        certs, certs_error = CertFiles(directory), str(error)
+    credentials = find_credentials(list(config.auth_files), source.reference.name)
+    return SourceReport(source, certs, certs_error, credentials)
+
+
+def explain(config: NodeConfig, text: str) -> Explanation:
+    """Normalize `text`, decide policy on it, and list every source in order."""
+    try:
+        ref = parse_docker_reference(text)
+    except InvalidReference as error:
+        return Explanation(text, error=f'invalid reference "{text}": {error}')
+    decision = evaluate_policy(config.policy, ref)
+    try:
+        plan = resolve_sources(config.registries, ref)
+    except ConfigError as error:
+        return Explanation(text, ref, decision, error=str(error))
+    reports = tuple(_source_report(config, source) for source in plan.sources)
+    return Explanation(text, ref, decision, plan.registry, reports)
+
+
+def _source_line(index: int, report: SourceReport) -> list[str]:
+    src = report.source
+    tags = ["mirror" if src.mirror else "primary"]
+    if src.pull_from_mirror:
+        tags.append(src.pull_from_mirror)
+    if src.insecure:
+        tags.append("insecure: HTTPS unverified, then HTTP")
+    if src.blocked:
+        tags.append(f"BLOCKED by [[registry]] {src.blocked_by!r}: fails without contact")
+    if src.connect_host != src.host:
+        tags.append(f"dials {src.connect_host}")
+    lines = [f"  {index}. {src.reference}  ({'; '.join(tags)})"]
+    certs = report.certs
+    if report.certs_error:
+        lines.append(f"       certs.d: {certs.directory if certs else '?'}: {report.certs_error}")
+    elif certs and (certs.ca_files or certs.client_pairs):
+        parts = [f"{len(certs.ca_files)} CA file(s)"]
+        if certs.client_pairs:
+            parts.append(f"{len(certs.client_pairs)} client certificate(s)")
+        lines.append(f"       certs.d: {certs.directory} ({', '.join(parts)})")
+    else:
+        lines.append(f"       certs.d: {certs.directory if certs else '-'} (none: system roots)")
+    creds = report.credentials
+    if creds is None:
+        lines.append("       credentials: none (anonymous)")
+    elif creds.helper:
+        lines.append(f"       credentials: helper docker-credential-{creds.helper} for {creds.key}")
+    else:
+        lines.append(f"       credentials: {creds.file} key {creds.key!r}")
+    return lines
+
+
+def format_text(explanation: Explanation) -> str:
+    """A human-readable report; stable enough to diff between two configurations."""
+    ref = explanation.reference
+    lines = [str(ref) if ref else explanation.text]
+    if ref is not None and str(ref) != explanation.text:
+        lines[0] += f"  (from {explanation.text!r})"
+    decision = explanation.policy
+    if decision is not None:
+        verdict = "allowed" if decision.allowed else "REJECTED"
+        scope = (
+            "global default" if decision.scope == "default" else f"docker scope {decision.scope!r}"
+        )
+        lines.append(f"  policy: {verdict} by {scope}: {decision.reason}")
+    if explanation.error is not None:
+        lines.append(f"  error: {explanation.error}")
+        lines.append("  no source is contacted: the pull fails before any network request")
+        return "\n".join(lines)
+    registry = explanation.registry
+    if registry is None:
+        lines.append("  registries.conf: no [[registry]] matches; the reference is used as is")
+    else:
+        lines.append(
+            f"  registries.conf: [[registry]] prefix {registry.prefix!r} -> location "
+            f"{registry.location!r} ({registry.origin})"
+        )
+    lines.append("  sources, in the order they are tried:")
+    for index, report in enumerate(explanation.sources, start=1):
+        lines.extend(_source_line(index, report))
+    return "\n".join(lines)
+
+
+def format_json(explanation: Explanation) -> str:
+    return json.dumps(explanation.to_json(), sort_keys=False)
