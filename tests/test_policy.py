@@ -1,0 +1,139 @@
+"""policy.json: strict parsing and scope lookup (reference notes §9, §11.8)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from proxy.errors import ConfigError
+from proxy.policy import evaluate_policy, parse_policy, policy_scopes
+from proxy.reference import parse_docker_reference
+
+from .conftest import DIGEST
+
+ACCEPT = [{"type": "insecureAcceptAnything"}]
+DEEP_SCOPES = ["", "unmatched", "deep.com", "*.very.deep.com", "*.deep.com", "deep.com/n1",
+               "deep.com/n1/n2", "deep.com/n1/n2/n3", "deep.com/n1/n2/n3/repo",
+               "deep.com/n1/n2/n3/repo:tag2"]
+DEEP = parse_policy(json.dumps({
+    "default": [{"type": "reject"}],
+    "transports": {
+        "docker": {scope: ACCEPT for scope in DEEP_SCOPES},
+        "atomic": {"unmatched": ACCEPT},
+    },
+}))
+
+SCOPES = [
+    # V79-V89 (docker transport)
+    ("deep.com/n1/n2/n3/repo:tag2", "deep.com/n1/n2/n3/repo:tag2"),
+    ("deep.com/n1/n2/n3/repo:nottag2", "deep.com/n1/n2/n3/repo"),
+    ("deep.com/n1/n2/n3/notrepo:tag2", "deep.com/n1/n2/n3"),
+    ("deep.com/n1/notn2/n3/repo:tag2", "deep.com/n1"),
+    ("deep.com/notn1/n2/n3/repo:tag2", "deep.com"),
+    ("very.deep.com/n1/n2/n3/repo:tag2", "*.deep.com"),
+    ("not.very.deep.com/n1/n2/n3/repo:tag2", "*.very.deep.com"),
+    ("this.does-not/match:anything", ""),
+    (f"deep.com/n1/n2/n3/repo@{DIGEST}", "deep.com/n1/n2/n3/repo"),
+    ("deep.com:5000/n1/x", ""),  # `deep.com` is not `deep.com:5000`; no `*.com` scope here
+]
+
+
+@pytest.mark.parametrize(("text", "scope"), SCOPES)
+def test_scope_lookup(text: str, scope: str) -> None:
+    decision = evaluate_policy(DEEP, parse_docker_reference(text))
+    assert (decision.scope, decision.allowed) == (scope, True)
+
+
+def test_global_default_when_transport_has_no_match() -> None:
+    policy = parse_policy(json.dumps({"default": [{"type": "reject"}],
+                                      "transports": {"docker": {"quay.io": ACCEPT}}}))
+    decision = evaluate_policy(policy, parse_docker_reference("busybox"))
+    assert (decision.scope, decision.allowed) == ("default", False)
+    assert decision.reason == (
+        "Running image docker://docker.io/library/busybox:latest is rejected by policy.")
+
+
+NAMESPACES = [
+    ("example.com/ns/repo", ["example.com/ns/repo", "example.com/ns", "example.com", "*.com"]),
+    ("localhost/repo", ["localhost/repo", "localhost"]),
+    ("notlocalhost/repo", ["docker.io/notlocalhost/repo", "docker.io/notlocalhost", "docker.io",
+                           "*.io"]),
+    ("repo", ["docker.io/library/repo", "docker.io/library", "docker.io", "*.io"]),
+    ("yet.another.example.com:8443/ns/repo",
+     ["yet.another.example.com:8443/ns/repo", "yet.another.example.com:8443/ns",
+      "yet.another.example.com:8443", "*.another.example.com", "*.example.com", "*.com"]),
+]
+
+
+@pytest.mark.parametrize(("text", "namespaces"), NAMESPACES)
+def test_namespace_lists(text: str, namespaces: list[str]) -> None:
+    ref = parse_docker_reference(text)
+    assert policy_scopes(ref) == [str(ref), *namespaces, ""]
+
+
+def _signed(**extra: object) -> str:
+    return json.dumps({"default": [{"type": "signedBy", "keyType": "GPGKeys",
+                                    "keyPath": "/k.gpg", **extra}]})
+
+
+DECISIONS = [
+    # (policy, allowed, reason fragment)
+    (json.dumps({"default": ACCEPT}), True, "insecureAcceptAnything"),
+    (json.dumps({"default": [*ACCEPT, {"type": "reject"}]}), False, "rejected by policy"),
+    (_signed(), False, "signedBy requires signature verification"),
+    (_signed(signedIdentity={"type": "matchRepository"}), False, "signedBy"),
+    (json.dumps({"default": [{"type": "sigstoreSigned", "keyData": "QUJD"}]}), False,
+     "sigstoreSigned requires signature verification"),
+    (json.dumps({"default": [{"type": "signedBaseLayer",
+                              "baseLayerIdentity": {"type": "matchExact"}}]}), False,
+     "not implemented"),
+]
+
+
+@pytest.mark.parametrize(("text", "allowed", "reason"), DECISIONS)
+def test_requirement_lists_are_anded(text: str, allowed: bool, reason: str) -> None:
+    decision = evaluate_policy(parse_policy(text), parse_docker_reference("quay.io/a/b"))
+    assert decision.allowed is allowed
+    assert reason in decision.reason
+
+
+INVALID = [
+    ("{}", "Default policy is missing"),
+    ('{"default": []}', "must not be empty"),
+    ('{"default": [{"type": "acceptEverything"}]}', 'Unknown policy requirement type'),
+    ('{"default": [{"type": "reject", "extra": 1}]}', 'Unknown key "extra"'),
+    ('{"default": [{"type": "reject"}], "default": [{"type": "reject"}]}', "Duplicate key"),
+    ('{"default": [{"type": "reject"}]} trailing', "invalid JSON"),
+    ('{"default": [{"type": "reject"}], "transport": {}}', 'Unknown key "transport"'),
+    ('{"default": [{"type": "reject"}], "transports": {"docker": {"a": []}}}',
+     "must not be empty"),
+    ('{"default": [{"type": "reject"}], "transports": {"atomic": {"a/b/c/d": '
+     '[{"type": "reject"}]}}}', 'Unknown key "a/b/c/d"'),
+    ('{"default": [{"type": "reject"}], "transports": {"docker-daemon": {"sha256:abcd": '
+     '[{"type": "reject"}]}}}', 'Unknown key "sha256:abcd"'),
+    (_signed(keyData="QUJD"), "exactly one of"),
+    ('{"default": [{"type": "signedBy", "keyType": "RSA", "keyPath": "/k"}]}',
+     'Unknown key type "RSA"'),
+    (_signed(signedIdentity={"type": "exactReference", "dockerReference": "quay.io/a"}),
+     "must contain a tag or digest"),
+    (_signed(signedIdentity={"type": "matchSomething"}), "Unknown policy reference match type"),
+    ('{"default": [{"type": "sigstoreSigned", "fulcio": {}}]}', "requires a rekor public key"),
+    ('[{"type": "reject"}]', "not a JSON object"),
+    ('{"default": [{"type": "reject"}], "transports": {"docker": {"a": [{"type": "reject"}],'
+     ' "a": [{"type": "reject"}]}}}', 'Duplicate key "a"'),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), INVALID)
+def test_strict_parsing(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        parse_policy(text)
+
+
+def test_unknown_transports_and_malformed_docker_scopes_are_accepted() -> None:
+    policy = parse_policy(json.dumps({"default": ACCEPT, "transports": {
+        "nosuchtransport": {"anything": ACCEPT},
+        "docker": {"https://not a reference": [{"type": "reject"}]},
+    }}))
+    assert evaluate_policy(policy, parse_docker_reference("quay.io/a")).allowed
