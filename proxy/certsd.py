@@ -9,6 +9,7 @@ needs its `*.key` (and the reverse), else the source fails with upstream's messa
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -33,13 +34,18 @@ def certs_dir_candidates(host: str, settings: CertsDirSettings) -> list[str]:
     if settings.cert_dir is not None:
         return [settings.cert_dir]
     if settings.per_host_dir is not None:
-        return [os.path.join(settings.per_host_dir, host)]
+        return [_join(settings.per_host_dir, host)]
     candidates = []
     if settings.home:
-        candidates.append(os.path.join(settings.home, ".config/containers/certs.d", host))
+        candidates.append(_join(settings.home, ".config/containers/certs.d", host))
     for base in ("/etc/containers/certs.d", "/etc/docker/certs.d"):
-        candidates.append(settings.root.rstrip("/") + os.path.join(base, host))
+        candidates.append(_join(settings.root or "/", base, host))
     return candidates
+
+
+def _join(*parts: str) -> str:
+    """Go's `filepath.Join`: joined and cleaned (an empty host adds nothing)."""
+    return posixpath.normpath(posixpath.join(parts[0], *(p.lstrip("/") for p in parts[1:])))
 
 
 def certs_dir_for(host: str, settings: CertsDirSettings,

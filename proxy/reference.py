@@ -56,8 +56,12 @@ class ImageReference:
 
     @property
     def name(self) -> str:
-        """`Name()` upstream: the repository, without tag or digest."""
-        return f"{self.domain}/{self.path}"
+        """`Name()` upstream: the repository, without tag or digest.
+
+        The domain can be empty: `a_b.c/x` looks like it names a registry to the domain
+        split, but `a_b.c` is no valid host, so the grammar reads it all as a path.
+        """
+        return f"{self.domain}/{self.path}" if self.domain else self.path
 
     def __str__(self) -> str:
         text = self.name

@@ -276,7 +276,7 @@ def _post_process(
     for registry in processed:
         groups.setdefault(registry.location or registry.prefix, []).append(registry)
     for index, registry in enumerate(processed):
-        for other in groups.get(registry.location, []):
+        for other in groups[registry.location or registry.prefix]:
             for flag in ("insecure", "blocked"):
                 if getattr(registry, flag) != getattr(other, flag):
                     raise decoder.fail(

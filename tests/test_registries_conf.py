@@ -188,6 +188,9 @@ INVALID = [
      'location = "registry.com"\nblocked = true', "conflicting 'blocked' setting"),
     ('[[registry]]\nlocation = "a.com"\n[[registry.mirror]]\ninsecure = true',
      "mirror location is unset"),
+    # found by the differential test: empty-location wildcards are grouped by prefix
+    ('[[registry]]\nprefix = "*.local"\ninsecure = true\n[[registry]]\nprefix = "*.local"',
+     "registry '' is defined multiple times with conflicting 'insecure' setting"),
     ('[[registry]]\nprefix = "http://schema-is-invalid.com"\nlocation = "x.com"',
      "URI schemes are not supported"),
     ('[[registry]]\nlocation = "https://x.com"', "URI schemes are not supported"),
