@@ -65,6 +65,46 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return status
 
 
+def _listen(text: str) -> tuple[str, int]:
+    host, colon, port = text.rpartition(":")
+    if not colon or not port.isdigit():
+        raise MirrorlabError(f"--listen {text!r}: expected ADDRESS:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import ssl
+
+    from .resolve_table import ResolveTable
+    from .server import ServeOptions, configure_logging, serve
+    from .upstream import Timeouts
+
+    host, port = _listen(args.listen)
+    context = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise MirrorlabError("--tls-cert and --tls-key go together")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as error:
+            raise MirrorlabError(f"loading --tls-cert {args.tls_cert}: {error}") from None
+    options = ServeOptions(
+        files=node_files(args),
+        resolve=ResolveTable.parse(args.resolve, offline=args.offline_names),
+        default_registry=args.default_registry,
+        timeouts=Timeouts(connect=args.connect_timeout, read=args.read_timeout),
+        cooldown_seconds=0.0 if args.strict else args.cooldown,
+    )
+    configure_logging()
+    try:
+        asyncio.run(serve(options, host, port, context))
+    except OSError as error:
+        raise MirrorlabError(f"listening on {args.listen}: {error.strerror or error}") from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mirrorlab", description=__doc__.splitlines()[0] if __doc__ else None)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -79,6 +119,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per reference per line")
     p.add_argument("references", nargs="+", metavar="REFERENCE")
     p.set_defaults(func=_cmd_explain)
+
+    p = commands.add_parser(
+        "serve",
+        help="run the pull proxy",
+        description="An OCI distribution pull server: `podman pull ADDRESS/quay.io/ns/app:v1` "
+        "pulls quay.io/ns/app:v1 through the mirror chain of the node configuration.",
+    )
+    _add_node_files(p)
+    p.add_argument("--listen", default="127.0.0.1:5000", metavar="ADDRESS:PORT",
+                   help="where to listen (default: %(default)s, loopback only)")
+    p.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate")
+    p.add_argument("--tls-key", metavar="FILE", help="the key of --tls-cert")
+    p.add_argument("--resolve", action="append", default=[], metavar="HOST[:PORT]=ADDR:PORT",
+                   help="connect to ADDR:PORT for HOST (TLS still checks HOST); repeatable")
+    p.add_argument("--offline-names", action="store_true",
+                   help="fail names missing from --resolve at once, without DNS")
+    p.add_argument("--default-registry", default="docker.io", metavar="HOST",
+                   help="registry for paths that name none (default: %(default)s)")
+    p.add_argument("--connect-timeout", type=float, default=5.0, metavar="SECONDS")
+    p.add_argument("--read-timeout", type=float, default=30.0, metavar="SECONDS")
+    p.add_argument("--cooldown", type=float, default=30.0, metavar="SECONDS",
+                   help="skip a host that keeps failing for this long (default: %(default)s)")
+    p.add_argument("--strict", action="store_true",
+                   help="node-faithful: no cool-down, every source tried on every pull")
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 

@@ -1,0 +1,149 @@
+"""Real CNCF distribution registries (`docker-registry`), run as local processes.
+
+A `RegistryProcess` owns one registry: its config file, data directory and log, on a
+loopback address. It is a context manager, so every test stops what it starts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import yaml
+
+from .net import free_port, tls_context
+
+REGISTRY_BINARY = "docker-registry"
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    cert: str
+    key: str
+    ca: str
+    """The CA that signed `cert`: what a client must trust."""
+
+
+class RegistryProcess:
+    """One `docker-registry serve` on `host:port`, plain HTTP or TLS."""
+
+    def __init__(self, workdir: Path, name: str, *, host: str = "127.0.0.1",
+                 port: int | None = None, tls: TlsFiles | None = None,
+                 proxy_remote: str | None = None) -> None:
+        self.name = name
+        self.host = host
+        self.port = port or free_port(host)
+        self.tls = tls
+        self.dir = workdir / name
+        self.data = self.dir / "data"
+        self.log_path = self.dir / "registry.log"
+        self.proxy_remote = proxy_remote
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.address}"
+
+    def config(self) -> dict[str, object]:
+        http: dict[str, object] = {"addr": self.address, "secret": "mirrorlab-lab"}
+        if self.tls:
+            http["tls"] = {"certificate": self.tls.cert, "key": self.tls.key}
+        config: dict[str, object] = {
+            "version": 0.1,
+            "log": {"level": "info", "accesslog": {"disabled": False}},
+            "storage": {"filesystem": {"rootdirectory": str(self.data)},
+                        "delete": {"enabled": True}},
+            "http": http,
+        }
+        if self.proxy_remote:
+            config["proxy"] = {"remoteurl": self.proxy_remote}
+        return config
+
+    def start(self) -> RegistryProcess:
+        if shutil.which(REGISTRY_BINARY) is None:
+            raise RuntimeError(f"{REGISTRY_BINARY} is not installed (run `make setup`)")
+        self.data.mkdir(parents=True, exist_ok=True)
+        config_path = self.dir / "config.yml"
+        config_path.write_text(yaml.safe_dump(self.config()))
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen(
+                [REGISTRY_BINARY, "serve", str(config_path)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        context = tls_context(self.tls.ca) if self.tls else None
+        while True:
+            if self._process is not None and self._process.poll() is not None:
+                raise RuntimeError(f"registry {self.name} exited: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/v2/", timeout=1, context=context):
+                    return
+            except urllib.error.HTTPError:
+                return  # 401 from an auth-enabled registry still means it is up
+            except (OSError, urllib.error.URLError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"registry {self.name} did not start: {self.log_tail()}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def requests_seen(self) -> list[str]:
+        """Request lines from the access log (`GET /v2/... `), in order."""
+        seen = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            marker = line.find('"', line.find(" - - ["))
+            if " - - [" in line and marker != -1:
+                seen.append(line[marker + 1 : line.find('"', marker + 1)])
+        return seen
+
+    def __enter__(self) -> RegistryProcess:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def connection_refused(host: str, port: int) -> bool:
+    """True when nothing listens at host:port (a dead mirror)."""
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) != 0

@@ -1,0 +1,391 @@
+"""The upstream side: talking to one physical source as containers/image would.
+
+Per physical host: TLS verified against the system roots plus its certs.d `*.crt`, client
+certificates from `*.cert`/`*.key`; `insecure` means HTTPS without verification, then
+plain HTTP. A `GET /v2/` ping fixes the scheme and records the auth challenge. Bearer
+tokens are fetched per repository scope and cached; credentials come from auth.json for
+the *physical* repository and never leave for another host (redirects drop them).
+429 is retried briefly, honouring `Retry-After`. Decompression stays off: digests are
+computed over the bytes as the registry sent them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import hashlib
+import json
+import re
+import ssl
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from urllib.parse import urlencode, urlsplit
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from .authfile import AuthFile, Credentials, find_credentials
+from .certsd import CertsDirSettings, certs_dir_for, read_certs_dir
+from .errors import ConfigError
+from .plan import PullSource
+from .resolve_table import ResolveTable
+
+MANIFEST_LIMIT = 4 * 1024 * 1024
+USER_AGENT = "mirrorlab/0.1"
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
+class UpstreamError(Exception):
+    """One source failing, with a kind for metrics and a containers/image-like message."""
+
+    def __init__(self, kind: str, message: str, status: int | None = None,
+                 code: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 5.0
+    read: float = 30.0
+    retry_429: int = 2
+    """Extra attempts after a 429, as containers/image does (it allows 4)."""
+    max_retry_wait: float = 2.0
+
+
+@dataclass(frozen=True)
+class Manifest:
+    body: bytes
+    media_type: str
+    digest: str
+
+
+@dataclass
+class _Ping:
+    base: str
+    challenge: dict[str, str] | None
+    scheme_name: str = ""
+    checked: float = field(default_factory=time.monotonic)
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """`Bearer realm="...",service="..."` -> ("bearer", {...}); quoted commas are kept."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {key.lower(): value.replace('\\"', '"') for key, value in
+              re.findall(r'(\w+)\s*=\s*"((?:[^"\\]|\\.)*)"', rest)}
+    for key, value in re.findall(r'(\w+)\s*=\s*([^",\s]+)', rest):
+        params.setdefault(key.lower(), value)
+    return scheme.lower(), params
+
+
+def _error_code(body: bytes) -> tuple[str | None, str]:
+    """The first OCI error code and its message, as containers/image reports them."""
+    try:
+        errors = json.loads(body).get("errors") or []
+        first = errors[0]
+        code, message = str(first.get("code", "")), str(first.get("message", ""))
+    except (ValueError, AttributeError, IndexError, TypeError):
+        return None, ""
+    return code or None, message
+
+
+def status_message(status: int, body: bytes) -> tuple[str | None, str]:
+    code, message = _error_code(body)
+    if code is not None:
+        text = code.lower().replace("_", " ")
+        return code, text if message in ("", text) else f"{text}: {message}"
+    if status == 401:
+        return None, "authentication required"
+    if 400 <= status < 500:
+        return None, f'StatusCode: {status}, "{body[:50].decode(errors="replace")}..."'
+    return None, f"received unexpected HTTP status: {status}"
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    parsed = email.utils.parsedate_to_datetime(value) if value else None
+    return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+class Upstreams:
+    """One shared HTTP client for every source, with per-host TLS, pings and tokens."""
+
+    def __init__(self, *, certs: CertsDirSettings, auth_files: Iterable[AuthFile],
+                 resolve: ResolveTable, timeouts: Timeouts = Timeouts()) -> None:
+        self.certs = certs
+        self.auth_files = list(auth_files)
+        self.timeouts = timeouts
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(resolver=resolve.resolver(), limit=0,
+                                           ttl_dns_cache=None, force_close=False),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect,
+                                          connect=timeouts.connect, sock_read=timeouts.read),
+            auto_decompress=False,
+            skip_auto_headers=("Accept-Encoding", "User-Agent"),
+            headers={"User-Agent": USER_AGENT},
+        )
+        self._contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
+        self._pings: dict[tuple[str, bool], _Ping] = {}
+        self._tokens: dict[tuple[str, str, str, str], tuple[str, float]] = {}
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    def configure(self, *, certs: CertsDirSettings, auth_files: Iterable[AuthFile]) -> None:
+        """Take a reloaded configuration: TLS material and credentials are re-read."""
+        self.certs, self.auth_files = certs, list(auth_files)
+        self._contexts.clear()
+        self._pings.clear()
+        self._tokens.clear()
+
+    # ------------------------------------------------------------ TLS and ping
+
+    def tls_context(self, host: str, insecure: bool) -> ssl.SSLContext:
+        key = (host, insecure)
+        context = self._contexts.get(key)
+        if context is None:
+            if insecure:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            else:
+                files = read_certs_dir(certs_dir_for(host, self.certs))
+                context = ssl.create_default_context()
+                try:
+                    for ca in files.ca_files:
+                        context.load_verify_locations(ca)
+                    for cert, key_file in files.client_pairs:
+                        context.load_cert_chain(cert, key_file)
+                except (OSError, ssl.SSLError) as error:
+                    raise ConfigError(f"loading certificates for {host}: {error}") from None
+            self._contexts[key] = context
+        return context
+
+    async def _ping(self, source: PullSource) -> _Ping:
+        key = (source.host, source.insecure)
+        ping = self._pings.get(key)
+        if ping is not None and time.monotonic() - ping.checked < 300:
+            return ping
+        schemes = ["https", "http"] if source.insecure else ["https"]
+        last: Exception | None = None
+        for scheme in schemes:
+            base = f"{scheme}://{source.connect_host}"
+            try:
+                async with self._session.get(
+                    f"{base}/v2/", ssl=self.tls_context(source.host, source.insecure)
+                    if scheme == "https" else False, allow_redirects=False,
+                ) as response:
+                    await response.read()
+                    if response.status in (200, 401):
+                        challenge = None
+                        if response.status == 401:
+                            challenge_header = response.headers.get("WWW-Authenticate", "")
+                            name, challenge = parse_challenge(challenge_header)
+                            challenge["scheme"] = name
+                        ping = _Ping(base, challenge)
+                        self._pings[key] = ping
+                        return ping
+                    last = UpstreamError("status", f"status {response.status} on {base}/v2/",
+                                         status=response.status)
+            except ConfigError:
+                raise
+            except Exception as error:  # every failure moves on, as upstream does
+                last = error
+        raise UpstreamError(_error_kind(last), f"pinging container registry {source.host}: "
+                            f"{_describe(last)}")
+
+    # ------------------------------------------------------------ auth
+
+    def credentials(self, source: PullSource) -> Credentials | None:
+        return find_credentials(self.auth_files, source.reference.name)
+
+    async def _authorization(self, source: PullSource, ping: _Ping,
+                             challenge: dict[str, str] | None = None) -> str | None:
+        challenge = challenge or ping.challenge
+        if not challenge:
+            return None
+        creds = self.credentials(source)
+        if challenge.get("scheme") == "basic":
+            if creds and creds.username:
+                raw = f"{creds.username}:{creds.password}".encode()
+                return "Basic " + base64.b64encode(raw).decode()
+            return None
+        if challenge.get("scheme") != "bearer" or "realm" not in challenge:
+            return None
+        scope = challenge.get("scope") or f"repository:{source.reference.path}:pull"
+        service = challenge.get("service", "")
+        key = (challenge["realm"], service, scope, creds.username if creds else "")
+        cached = self._tokens.get(key)
+        if cached and cached[1] > time.monotonic():
+            return f"Bearer {cached[0]}"
+        token, lifetime = await self._fetch_token(source, challenge["realm"], service, scope,
+                                                  creds)
+        self._tokens[key] = (token, time.monotonic() + max(lifetime - 5, 1))
+        return f"Bearer {token}"
+
+    async def _fetch_token(self, source: PullSource, realm: str, service: str, scope: str,
+                           creds: Credentials | None) -> tuple[str, float]:
+        query = {"scope": scope}
+        if service:
+            query["service"] = service
+        headers = {}
+        realm_host = urlsplit(realm).hostname or ""
+        if creds and creds.username and _same_site(realm_host, source.connect_host):
+            raw = f"{creds.username}:{creds.password}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+        separator = "&" if "?" in realm else "?"
+        try:
+            async with self._session.get(
+                f"{realm}{separator}{urlencode(query)}", headers=headers,
+                ssl=self.tls_context(realm_host, source.insecure)
+                if realm.startswith("https:") else False,
+            ) as response:
+                body = await response.read()
+                if response.status != 200:
+                    raise UpstreamError("auth", f"fetching token from {realm}: status "
+                                        f"{response.status}", status=response.status)
+                data = json.loads(body)
+        except UpstreamError:
+            raise
+        except Exception as error:
+            raise UpstreamError(
+                "auth", f"fetching token from {realm}: {_describe(error)}") from None
+        token = data.get("token") or data.get("access_token")
+        if not isinstance(token, str):
+            raise UpstreamError("auth", f"token response from {realm} has no token")
+        return token, float(data.get("expires_in") or 60)
+
+    # ------------------------------------------------------------ requests
+
+    async def request(self, source: PullSource, method: str, path: str,
+                      headers: CIMultiDict[str] | None = None) -> aiohttp.ClientResponse:
+        """Send to the source (ping, auth, 429 retries, redirects); caller releases it."""
+        ping = await self._ping(source)
+        authorization = await self._authorization(source, ping)
+        url = f"{ping.base}{path}"
+        retried_auth = False
+        attempts_429 = 0
+        while True:
+            response = await self._send(source, method, url, headers, authorization)
+            if response.status == 401 and not retried_auth:
+                challenge_header = response.headers.get("WWW-Authenticate", "")
+                scheme, params = parse_challenge(challenge_header)
+                if scheme in ("bearer", "basic"):
+                    params["scheme"] = scheme
+                    response.release()
+                    authorization = await self._authorization(source, ping, params)
+                    retried_auth = True
+                    continue
+            if response.status == 429 and attempts_429 < self.timeouts.retry_429:
+                wait = _retry_after(response.headers.get("Retry-After"))
+                wait = min(wait if wait is not None else 0.5 * 2**attempts_429,
+                           self.timeouts.max_retry_wait)
+                response.release()
+                attempts_429 += 1
+                await asyncio.sleep(wait)
+                continue
+            return response
+
+    async def _send(self, source: PullSource, method: str, url: str,
+                    headers: CIMultiDict[str] | None,
+                    authorization: str | None) -> aiohttp.ClientResponse:
+        origin = urlsplit(url).netloc
+        for _ in range(6):
+            sent = CIMultiDict(headers or {})
+            if authorization and urlsplit(url).netloc == origin:
+                sent["Authorization"] = authorization
+            https = url.startswith("https:")
+            response = await self._session.request(
+                method, url, headers=sent, allow_redirects=False,
+                ssl=self.tls_context(source.host, source.insecure) if https else False,
+            )
+            if response.status not in REDIRECTS or "Location" not in response.headers:
+                return response
+            location = response.headers["Location"]
+            response.release()
+            url = str(response.url.join(URL(location)))
+        raise UpstreamError("status", f"too many redirects from {url}")
+
+    async def manifest(self, source: PullSource, accept: list[str]) -> Manifest:
+        """GET the manifest of `source.reference`, read whole, digest checked."""
+        ref = source.reference
+        identity = ref.digest or ref.tag or "latest"
+        headers = CIMultiDict(("Accept", value) for value in accept)
+        what = f"reading manifest {identity} in {ref.name}"
+        try:
+            response = await self.request(source, "GET", f"/v2/{ref.path}/manifests/{identity}",
+                                          headers)
+            async with response:
+                if response.status != 200:
+                    body = await response.content.read(64 * 1024)
+                    code, message = status_message(response.status, body)
+                    raise UpstreamError(_status_kind(response.status), f"{what}: {message}",
+                                        status=response.status, code=code,
+                                        retry_after=_retry_after(
+                                            response.headers.get("Retry-After")))
+                body = await response.content.read(MANIFEST_LIMIT + 1)
+                if len(body) > MANIFEST_LIMIT:
+                    raise UpstreamError("too_large", f"{what}: manifest is larger than 4 MiB")
+                media_type = response.headers.get("Content-Type", "")
+                sent_digest = response.headers.get("Docker-Content-Digest")
+        except (UpstreamError, ConfigError):
+            raise
+        except Exception as error:
+            raise UpstreamError(_error_kind(error), f"{what}: {_describe(error)}") from None
+        expected = ref.digest or sent_digest
+        algorithm = (expected or "sha256:").split(":", 1)[0]
+        digest = f"{algorithm}:{hashlib.new(algorithm, body).hexdigest()}"
+        if expected is not None and digest != expected:
+            raise UpstreamError("digest", f"{what}: manifest digest {digest} does not match "
+                                f"{'requested' if ref.digest else 'advertised'} {expected}")
+        return Manifest(body, media_type, digest)
+
+
+def _same_site(realm_host: str, registry_host: str) -> bool:
+    """Send credentials to a token realm only on the registry's own site."""
+    registry_host = registry_host.split(":", 1)[0]
+    if realm_host == registry_host:
+        return True
+    return realm_host.split(".")[-2:] == registry_host.split(".")[-2:] and "." in realm_host
+
+
+def _status_kind(status: int) -> str:
+    if status == 404:
+        return "not_found"
+    if status in (401, 403):
+        return "denied"
+    if status == 429:
+        return "toomanyrequests"
+    return "status"
+
+
+def _error_kind(error: BaseException | None) -> str:
+    if isinstance(error, UpstreamError):
+        return error.kind
+    if isinstance(error, aiohttp.ClientConnectorCertificateError | ssl.SSLError):
+        return "tls"
+    if isinstance(error, aiohttp.ClientSSLError):
+        return "tls"
+    if isinstance(error, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return "timeout"
+    if isinstance(error, aiohttp.ClientConnectorError | ConnectionError | OSError):
+        return "connect"
+    return "error"
+
+
+def _describe(error: BaseException | None) -> str:
+    if error is None:
+        return "unknown error"
+    if isinstance(error, asyncio.TimeoutError):
+        return "timeout"
+    text = str(error) or type(error).__name__
+    return text.replace("\n", " ")
