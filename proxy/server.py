@@ -504,7 +504,9 @@ class _BlobTransfer:
                     if self.total is not None and self.received > self.total:
                         break
             except (TimeoutError, aiohttp.ClientError, ConnectionError) as error:
-                return self._fail(source, "reset" if self.received else "connect",
+                # A reset and a close before Content-Length look the same from here.
+                kind = "timeout" if isinstance(error, TimeoutError) else "interrupted"
+                return self._fail(source, kind,
                                   f"reading blob after {self.received} bytes: "
                                   f"{type(error).__name__}: {error}", started, fallback)
         if self.received != self.total:

@@ -1,0 +1,37 @@
+"""Fixtures of the end-to-end suite: one lab per module, a fresh proxy and podman per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.faults import Fault
+
+from .lab import Lab, Podman, start_lab
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    lab = start_lab(tmp_path_factory.mktemp("lab"))
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+@pytest.fixture
+def clean_lab(lab: Lab) -> Iterator[Lab]:
+    """The lab with no fault injected, before and after the test."""
+    lab.faults.set(Fault())
+    lab.faults.requests.clear()
+    yield lab
+    lab.faults.set(Fault())
+
+
+@pytest.fixture
+def podman(tmp_path: Path) -> Iterator[Podman]:
+    client = Podman(tmp_path / "podman")
+    yield client
+    client.close()

@@ -1,0 +1,189 @@
+"""The end-to-end lab: real registries, a fault proxy, `mirrorlab serve`, podman and skopeo."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from certs import LabCA
+from harness.faults import FaultProxy
+from harness.images import Image, ImageIndex, RegistryClient, make_image, make_index
+from harness.net import free_port
+from harness.registry import RegistryProcess, TlsFiles
+
+ACCEPT_ALL = '{"default": [{"type": "insecureAcceptAnything"}]}'
+
+
+@dataclass
+class Lab:
+    """Registries by the names the configuration uses, and what each holds."""
+
+    work: Path
+    source: RegistryProcess
+    """`quay.io`: TLS, certificate from the lab CA (trusted through certs.d)."""
+    mirror1: RegistryProcess
+    """Plain HTTP, always behind `faults`."""
+    faults: FaultProxy
+    mirror2: RegistryProcess
+    """`mirror2.example.net`: TLS from a CA that only certs.d trusts."""
+    certs_d: Path
+    images: dict[str, Image | ImageIndex] = field(default_factory=dict)
+
+    @property
+    def resolve_args(self) -> list[str]:
+        return ["--resolve", f"quay.io={self.source.address}",
+                "--resolve", f"mirror2.example.net={self.mirror2.address}"]
+
+    def stop(self) -> None:
+        self.faults.stop()
+        for registry in (self.source, self.mirror1, self.mirror2):
+            registry.stop()
+
+
+def start_lab(work: Path) -> Lab:
+    ca = LabCA("lab", work / "ca")
+    private = LabCA("private", work / "private-ca")
+    certs_d = work / "certs.d"
+    source_cert = ca.issue("quay", "quay.io")
+    mirror2_cert = private.issue("mirror2", "mirror2.example.net")
+    ca.trust_in(certs_d, "quay.io")
+    private.trust_in(certs_d, "mirror2.example.net")
+    source = RegistryProcess(work, "source", tls=TlsFiles(
+        str(source_cert.cert), str(source_cert.key), str(ca.ca_path)))
+    mirror1 = RegistryProcess(work, "mirror1")
+    mirror2 = RegistryProcess(work, "mirror2", tls=TlsFiles(
+        str(mirror2_cert.cert), str(mirror2_cert.key), str(private.ca_path)))
+    started: list[RegistryProcess] = []
+    try:
+        for registry in (source, mirror1, mirror2):
+            started.append(registry.start())
+        faults = FaultProxy(mirror1.url).start()
+    except BaseException:
+        for registry in started:
+            registry.stop()
+        raise
+    lab = Lab(work, source, mirror1, faults, mirror2, certs_d)
+    app = make_image("app", (4096, 6 * 1024 * 1024))  # one layer above the 4 MiB buffer
+    multi = make_index("multi")
+    only_source = make_image("only-source")
+    lab.images = {"app": app, "multi": multi, "only-source": only_source}
+    for registry, ca_file in ((source, str(ca.ca_path)), (mirror1, None),
+                              (mirror2, str(private.ca_path))):
+        client = RegistryClient(registry.url, ca_file)
+        client.push_image("ns/app", app, "v1")
+        client.push_image("ns/multi", multi, "v1")
+    RegistryClient(source.url, str(ca.ca_path)).push_image("ns/only-source", only_source, "v1")
+    return lab
+
+
+class ProxyProcess:
+    """`mirrorlab serve` as a real process, with its JSON log captured."""
+
+    def __init__(self, work: Path, conf: str, lab: Lab, *, policy: str = ACCEPT_ALL,
+                 extra: tuple[str, ...] = ()) -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        self.conf_path = work / "registries.conf"
+        self.conf_path.write_text(conf)
+        (work / "policy.json").write_text(policy)
+        (work / "registries.conf.d").mkdir(exist_ok=True)
+        self.port = free_port()
+        self.log_path = work / "proxy.log"
+        command = [
+            sys.executable, "-m", "proxy.cli", "serve",
+            "--registries-conf", str(self.conf_path),
+            "--registries-conf-dir", str(work / "registries.conf.d"),
+            "--policy", str(work / "policy.json"), "--certs-dir", str(lab.certs_d),
+            "--auth-file", str(work / "auth.json"),
+            "--listen", f"127.0.0.1:{self.port}", "--offline-names",
+            "--connect-timeout", "2", "--read-timeout", "2", *lab.resolve_args, *extra,
+        ]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/healthz", timeout=1).read()
+                break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(
+                        f"proxy did not start:\n{self.log_path.read_text()}") from None
+                time.sleep(0.05)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def events(self, event: str = "attempt") -> list[dict[str, object]]:
+        found = []
+        for line in self.log_path.read_text().splitlines():
+            if line.startswith("{"):
+                data = json.loads(line)
+                if data.get("event") == event:
+                    found.append(data)
+        return found
+
+    def served(self, kind: str, logical_prefix: str) -> list[str]:
+        """Physical sources that served `kind` requests for logical refs with this prefix."""
+        return [str(e["source"]) for e in self.events()
+                if e["kind"] == kind and e["outcome"] == "served"
+                and str(e["logical"]).startswith(logical_prefix)]
+
+    def get(self, path: str, headers: dict[str, str] | None = None
+            ) -> tuple[int, dict[str, str], bytes]:
+        request = urllib.request.Request(f"{self.url}{path}", headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read()
+
+
+class Podman:
+    """podman with a private store and no machine configuration."""
+
+    def __init__(self, work: Path) -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "registries.conf").write_text("")
+        self.env = {**os.environ, "HOME": str(work), "CONTAINERS_REGISTRIES_CONF":
+                    str(work / "registries.conf")}
+        self.runroot = tempfile.mkdtemp(prefix="ml-", dir="/tmp")  # podman: < 50 characters
+        self.base = ["podman", "--root", str(work / "store"), "--runroot", self.runroot,
+                     "--storage-driver", "vfs"]
+
+    def close(self) -> None:
+        shutil.rmtree(self.runroot, ignore_errors=True)
+
+    def pull(self, ref: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*self.base, "pull", "--tls-verify=false", ref],
+                              capture_output=True, text=True, env=self.env, timeout=120,
+                              check=False)
+
+    def digest(self, ref: str) -> str:
+        result = subprocess.run([*self.base, "image", "inspect", "--format", "{{.Digest}}", ref],
+                                capture_output=True, text=True, env=self.env, check=True)
+        return result.stdout.strip()
