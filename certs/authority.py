@@ -37,18 +37,17 @@ class LabCA:
         return self._ca.cert_pem.bytes()
 
     def issue(self, label: str, *names: str) -> IssuedCert:
+        """A server certificate for `names` and the loopback addresses, as `<label>.crt`."""
         leaf = self._ca.issue_cert(*names, "127.0.0.1", "::1", "localhost")
-        cert = self.directory / f"{label}.crt"
-        key = self.directory / f"{label}.key"
-        leaf.cert_chain_pems[0].write_to_path(str(cert))
-        leaf.private_key_pem.write_to_path(str(key))
-        return IssuedCert(cert, key, self.ca_path)
+        return self._write(leaf, self.directory / f"{label}.crt", self.directory / f"{label}.key")
 
     def issue_client(self, label: str, identity: str) -> IssuedCert:
         """A client certificate, as `<label>.cert`/`<label>.key` (the certs.d pair names)."""
         leaf = self._ca.issue_cert(identity)
-        cert = self.directory / f"{label}.cert"
-        key = self.directory / f"{label}.key"
+        return self._write(leaf, self.directory / f"{label}.cert",
+                           self.directory / f"{label}.key")
+
+    def _write(self, leaf: trustme.LeafCert, cert: Path, key: Path) -> IssuedCert:
         leaf.cert_chain_pems[0].write_to_path(str(cert))
         leaf.private_key_pem.write_to_path(str(key))
         return IssuedCert(cert, key, self.ca_path)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import socket
 import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -20,3 +24,22 @@ def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
     if ca_file:
         context.load_verify_locations(ca_file)
     return context
+
+
+def wait_for_http(url: str, process: subprocess.Popen[bytes], *, what: str,
+                  log: str = "", timeout: float = 15.0,
+                  context: ssl.SSLContext | None = None) -> None:
+    """Poll `url` until it answers (any HTTP status counts) while `process` lives."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {process.returncode}: {log}")
+        try:
+            with urllib.request.urlopen(url, timeout=1, context=context):
+                return
+        except urllib.error.HTTPError:
+            return  # e.g. 401 from a registry with auth: it is up
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not answer {url} in {timeout:g}s: {log}") from None
+            time.sleep(0.05)

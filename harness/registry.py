@@ -11,16 +11,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import yaml
 
-from .net import free_port, tls_context
+from .net import free_port, tls_context, wait_for_http
 
 REGISTRY_BINARY = "docker-registry"
 
@@ -88,21 +85,13 @@ class RegistryProcess:
         return self
 
     def wait_ready(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        context = tls_context(self.tls.ca) if self.tls else None
-        while True:
-            if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(f"registry {self.name} exited: {self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/v2/", timeout=1, context=context):
-                    return
-            except urllib.error.HTTPError:
-                return  # 401 from an auth-enabled registry still means it is up
-            except (OSError, urllib.error.URLError):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"registry {self.name} did not start: {self.log_tail()}") from None
-                time.sleep(0.05)
+        assert self._process is not None
+        try:
+            wait_for_http(f"{self.url}/v2/", self._process, what=f"registry {self.name}",
+                          timeout=timeout, context=tls_context(self.tls.ca) if self.tls else None)
+        except RuntimeError as error:
+            self.stop()
+            raise RuntimeError(f"{error}\n{self.log_tail()}") from None
 
     def stop(self) -> None:
         process, self._process = self._process, None

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 from certs import LabCA
 from harness.faults import FaultProxy
 from harness.images import Image, ImageIndex, RegistryClient, make_image, make_index
-from harness.net import free_port
+from harness.net import free_port, wait_for_http
 from harness.registry import RegistryProcess, TlsFiles
 
 ACCEPT_ALL = '{"default": [{"type": "insecureAcceptAnything"}]}'
@@ -109,17 +108,11 @@ class ProxyProcess:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.url}/healthz", timeout=1).read()
-                break
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(
-                        f"proxy did not start:\n{self.log_path.read_text()}") from None
-                time.sleep(0.05)
+        try:
+            wait_for_http(f"{self.url}/healthz", self.process, what="mirrorlab serve")
+        except RuntimeError as error:
+            self.stop()
+            raise RuntimeError(f"{error}\n{self.log_path.read_text()}") from None
 
     @property
     def address(self) -> str:
