@@ -35,7 +35,7 @@ class RegistryProcess:
 
     def __init__(self, workdir: Path, name: str, *, host: str = "127.0.0.1",
                  port: int | None = None, tls: TlsFiles | None = None,
-                 proxy_remote: str | None = None) -> None:
+                 proxy_remote: str | None = None, auth: dict[str, object] | None = None) -> None:
         self.name = name
         self.host = host
         self.port = port or free_port(host)
@@ -44,6 +44,8 @@ class RegistryProcess:
         self.data = self.dir / "data"
         self.log_path = self.dir / "registry.log"
         self.proxy_remote = proxy_remote
+        self.auth = auth
+        """distribution's `auth:` section (e.g. `TokenServer.registry_auth()`), or None."""
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -67,6 +69,8 @@ class RegistryProcess:
         }
         if self.proxy_remote:
             config["proxy"] = {"remoteurl": self.proxy_remote}
+        if self.auth:
+            config["auth"] = self.auth
         return config
 
     def start(self) -> RegistryProcess:

@@ -16,9 +16,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .plan import PullSource
+from .reference import ImageReference
 
 # Outcomes that say a host is unreachable, rather than that it lacks this content.
 HOST_FAILURES = frozenset({"connect", "tls", "timeout", "status"})
+
+
+@dataclass(frozen=True)
+class Step:
+    """One source of a request's chain, with the logical reference it serves."""
+
+    logical: ImageReference
+    source: PullSource
 
 
 @dataclass(frozen=True)
@@ -74,10 +83,10 @@ class CoolDown:
             if count >= self.threshold and self.seconds > 0:
                 self._until[host] = self.clock() + self.seconds
 
-    def order(self, sources: list[PullSource]) -> tuple[list[PullSource], list[PullSource]]:
-        """Sources to try and those skipped; if all usable ones cool down, try them anyway."""
-        usable = [s for s in sources if not s.blocked]
-        cooling = [s for s in usable if self.active(s.host)]
+    def order(self, steps: list[Step]) -> tuple[list[Step], list[Step]]:
+        """All steps, and those to skip; if every usable one cools down, none is skipped."""
+        usable = [s for s in steps if not s.source.blocked]
+        cooling = [s for s in usable if self.active(s.source.host)]
         if cooling and len(cooling) == len(usable):
-            return sources, []
-        return [s for s in sources if s not in cooling], cooling
+            return steps, []
+        return steps, cooling

@@ -94,6 +94,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         files=node_files(args),
         resolve=ResolveTable.parse(args.resolve, offline=args.offline_names),
         default_registry=args.default_registry,
+        short_names=args.short_names,
         timeouts=Timeouts(connect=args.connect_timeout, read=args.read_timeout),
         cooldown_seconds=0.0 if args.strict else args.cooldown,
     )
@@ -137,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fail names missing from --resolve at once, without DNS")
     p.add_argument("--default-registry", default="docker.io", metavar="HOST",
                    help="registry for paths that name none (default: %(default)s)")
+    p.add_argument("--short-names", choices=("default", "search"), default="default",
+                   help="paths naming no registry: go to --default-registry, or resolve "
+                   "them through [aliases] and unqualified-search-registries as podman does")
     p.add_argument("--connect-timeout", type=float, default=5.0, metavar="SECONDS")
     p.add_argument("--read-timeout", type=float, default=30.0, metavar="SECONDS")
     p.add_argument("--cooldown", type=float, default=30.0, metavar="SECONDS",

@@ -27,12 +27,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .chain import Attempt, CoolDown, aggregate_error
+from .chain import Attempt, CoolDown, Step, aggregate_error
 from .errors import ConfigError, MirrorlabError
 from .explain import NodeConfig, explain
 from .matching import RewriteError
@@ -42,7 +43,8 @@ from .plan import PullSource, resolve_sources
 from .policy import evaluate_policy
 from .reference import ImageReference, InvalidReference, validate_digest
 from .resolve_table import ResolveTable
-from .routing import Route, route
+from .routing import route
+from .shortnames import ShortNameError, resolve_short_name
 from .upstream import Timeouts, UpstreamError, Upstreams, status_message
 
 log = logging.getLogger("mirrorlab.proxy")
@@ -65,6 +67,9 @@ class ServeOptions:
     """0 turns the cool-down off (strict, node-faithful)."""
     sticky_seconds: float = 600.0
     reload_interval: float = 2.0
+    short_names: str = "default"
+    """`default`: a path naming no registry goes to `default_registry`; `search`: it is
+    resolved through `[aliases]` and `unqualified-search-registries`, as podman does."""
 
 
 def oci_error(status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
@@ -142,7 +147,7 @@ class Proxy:
         self.config = NodeConfig.load(options.files)
         self.metrics = Metrics()
         self.cooldown = CoolDown(seconds=options.cooldown_seconds)
-        self.sticky: OrderedDict[str, tuple[PullSource, float]] = OrderedDict()
+        self.sticky: OrderedDict[str, tuple[ImageReference, PullSource, float]] = OrderedDict()
         self.bad_blobs: set[tuple[str, str]] = set()
         self.upstreams: Upstreams | None = None
         self._stamp = self._files_stamp()
@@ -259,114 +264,138 @@ class Proxy:
 
     # ------------------------------------------------------------ resolving a request
 
-    def _route(self, request: web.Request) -> Route:
-        return route(request.match_info["name"], request.query.get("ns"),
-                     self.options.default_registry)
+    def _client_key(self, request: web.Request) -> str:
+        """The repository as the client named it: what sticky sources are keyed on."""
+        return f"{request.query.get('ns', '')}|{request.match_info['name']}"
 
-    def _ordered(self, plan_sources: tuple[PullSource, ...], logical: ImageReference,
-                 digest: str | None) -> list[PullSource]:
-        """Plan order; for digests, the repository's sticky source first."""
-        sources = list(plan_sources)
-        if digest is None:
-            return sources
-        entry = self.sticky.get(logical.name)
-        if entry is None or time.monotonic() - entry[1] > self.options.sticky_seconds:
-            return sources
-        served = entry[0]
-        first = replace(served, reference=served.reference.with_digest(digest))
-        rest = [s for s in sources if s.reference.name != first.reference.name]
+    def _candidates(self, request: web.Request, identity: str) -> list[ImageReference]:
+        """Logical references the request may mean: one, or several for a short name."""
+        found = route(request.match_info["name"], request.query.get("ns"),
+                      self.options.default_registry)
+        if found.via == "default" and self.options.short_names == "search":
+            return resolve_short_name(self.config.registries, request.match_info["name"],
+                                      identity)
+        return [found.reference(identity)]
+
+    def _chain(self, request: web.Request, kind: str, identity: str
+               ) -> tuple[list[Step], web.Response | None]:
+        """Policy, then the plan of every candidate: nothing upstream is touched yet."""
+        try:
+            candidates = self._candidates(request, identity)
+        except (InvalidReference, ValueError, MirrorlabError) as error:
+            code = "DIGEST_INVALID" if "digest" in str(error) else "NAME_INVALID"
+            if isinstance(error, ShortNameError):
+                code = "NAME_UNKNOWN"
+            return [], oci_error(404 if code == "NAME_UNKNOWN" else 400, code, str(error))
+        steps: list[Step] = []
+        refusal: web.Response | None = None
+        for logical in candidates:
+            decision = evaluate_policy(self.config.policy, logical)
+            if not decision.allowed:
+                log.info(json.dumps({"event": "denied", "request": request["id"],
+                                     "kind": kind, "logical": str(logical),
+                                     "scope": decision.scope, "reason": decision.reason}))
+                refusal = refusal or oci_error(
+                    403, "DENIED", f"Source image rejected: {decision.reason}",
+                    detail={"scope": decision.scope, "reference": str(logical)})
+                continue
+            try:
+                plan = resolve_sources(self.config.registries, logical)
+            except RewriteError as error:
+                refusal = refusal or oci_error(400, "NAME_INVALID", str(error))
+                continue
+            steps += [Step(logical, source) for source in plan.sources]
+        if not steps:
+            return [], refusal or oci_error(404, "NAME_UNKNOWN", "no source to try")
+        return self._sticky_first(request, steps, identity), None
+
+    def _sticky_first(self, request: web.Request, steps: list[Step], identity: str
+                      ) -> list[Step]:
+        """For digests (blobs, per-platform manifests), the source that served the
+        repository's manifest goes first, as in containers/image; the plan follows."""
+        if ":" not in identity:  # a tag: plan order, exactly as containers/image
+            return steps
+        entry = self.sticky.get(self._client_key(request))
+        if entry is None or time.monotonic() - entry[2] > self.options.sticky_seconds:
+            return steps
+        logical, served, _ = entry
+        first = Step(logical.with_digest(identity),
+                     replace(served, reference=served.reference.with_digest(identity)))
+        rest = [s for s in steps if s.source.reference.name != served.reference.name]
         return [first, *rest]
 
-    def _remember(self, logical: ImageReference, source: PullSource) -> None:
-        self.sticky[logical.name] = (source, time.monotonic())
-        self.sticky.move_to_end(logical.name)
+    def _remember(self, request: web.Request, step: Step) -> None:
+        key = self._client_key(request)
+        self.sticky[key] = (step.logical, step.source, time.monotonic())
+        self.sticky.move_to_end(key)
         while len(self.sticky) > 10000:
             self.sticky.popitem(last=False)
 
-    def _record(self, request: web.Request, kind: str, logical: ImageReference,
-                attempt: Attempt) -> None:
-        host = attempt.source.split("/", 1)[0]
+    def _record(self, request: web.Request, kind: str, step: Step, attempt: Attempt) -> None:
+        host = step.source.host
         self.metrics.attempts.labels(kind, host, attempt.outcome).inc()
         if attempt.outcome not in ("blocked", "cooldown"):
             self.cooldown.record(host, attempt.outcome)
         log.info(json.dumps({
             "event": "attempt", "request": request["id"], "kind": kind,
-            "logical": str(logical), "source": attempt.source, "outcome": attempt.outcome,
+            "logical": str(step.logical), "source": attempt.source, "outcome": attempt.outcome,
             "detail": attempt.detail, "ms": round(attempt.elapsed_ms, 2),
             "fallback": attempt.fallback,
         }))
 
-    def _precheck(self, request: web.Request, logical: ImageReference
-                  ) -> tuple[list[PullSource], web.Response | None]:
-        """Policy on the logical reference, then the plan: nothing upstream is touched yet."""
-        decision = evaluate_policy(self.config.policy, logical)
-        if not decision.allowed:
-            log.info(json.dumps({"event": "denied", "request": request["id"],
-                                 "logical": str(logical), "scope": decision.scope,
-                                 "reason": decision.reason}))
-            return [], oci_error(403, "DENIED", f"Source image rejected: {decision.reason}",
-                                 detail={"scope": decision.scope})
-        try:
-            plan = resolve_sources(self.config.registries, logical)
-        except RewriteError as error:
-            return [], oci_error(400, "NAME_INVALID", str(error))
-        return self._ordered(plan.sources, logical, logical.digest), None
-
-    def _skip(self, request: web.Request, kind: str, logical: ImageReference,
-              source: PullSource, attempts: list[Attempt], skipped: list[PullSource]) -> bool:
+    def _skip(self, request: web.Request, kind: str, step: Step, attempts: list[Attempt],
+              cooling: list[Step]) -> bool:
         """Record a source that is not contacted (blocked or cooling down)."""
+        source = step.source
         if source.blocked:
             detail = (f"registry {source.blocked_by} is blocked in "
                       f"{self.config.registries.blocked_origin}")
             attempts.append(Attempt(str(source.reference), "blocked", detail))
-        elif source in skipped:
+        elif step in cooling:
             attempts.append(Attempt(str(source.reference), "cooldown",
                                     f"{source.host} failed repeatedly; skipped for "
                                     f"{self.cooldown.seconds:g}s"))
         else:
             return False
-        self._record(request, kind, logical, attempts[-1])
+        self._record(request, kind, step, attempts[-1])
         return True
 
     # ------------------------------------------------------------ manifests
 
     async def handle_manifest(self, request: web.Request) -> web.StreamResponse:
-        try:
-            logical = self._route(request).reference(request.match_info["reference"])
-        except (InvalidReference, ValueError) as error:
-            return oci_error(400, "NAME_INVALID", str(error))
-        sources, refusal = self._precheck(request, logical)
+        identity = request.match_info["reference"]
+        steps, refusal = self._chain(request, "manifest", identity)
         if refusal is not None:
             return refusal
-        sources, skipped = self.cooldown.order(sources)
-        sticky = logical.digest is not None and logical.name in self.sticky
+        steps, cooling = self.cooldown.order(steps)
+        sticky = ":" in identity and self._client_key(request) in self.sticky
         accept = request.headers.getall("Accept", [])
         attempts: list[Attempt] = []
         assert self.upstreams is not None
-        for index, source in enumerate(sources):
-            if self._skip(request, "manifest", logical, source, attempts, skipped):
+        for index, step in enumerate(steps):
+            if self._skip(request, "manifest", step, attempts, cooling):
                 continue
             started = time.monotonic()
             try:
-                manifest = await self.upstreams.manifest(source, accept)
+                manifest = await self.upstreams.manifest(step.source, accept)
             except (UpstreamError, ConfigError) as error:
                 kind = error.kind if isinstance(error, UpstreamError) else "certs"
-                attempts.append(Attempt(str(source.reference), kind, str(error),
+                attempts.append(Attempt(str(step.source.reference), kind, str(error),
                                         (time.monotonic() - started) * 1000))
-                self._record(request, "manifest", logical, attempts[-1])
+                self._record(request, "manifest", step, attempts[-1])
                 continue
             elapsed = time.monotonic() - started
-            self.metrics.latency.labels("manifest", source.host).observe(elapsed)
+            self.metrics.latency.labels("manifest", step.source.host).observe(elapsed)
             fallback = sticky and index > 0
-            attempts.append(Attempt(str(source.reference), "served", manifest.digest,
+            attempts.append(Attempt(str(step.source.reference), "served", manifest.digest,
                                     elapsed * 1000, fallback))
-            self._record(request, "manifest", logical, attempts[-1])
+            self._record(request, "manifest", step, attempts[-1])
             if len(attempts) > 1:
                 self.metrics.fallbacks.labels("manifest").inc()
-            if logical.digest is None or not sticky:
-                self._remember(logical, source)
+            if not sticky:
+                self._remember(request, step)
             headers = {**API_VERSION, "Docker-Content-Digest": manifest.digest,
-                       SOURCE_HEADER: str(source.reference)}
+                       SOURCE_HEADER: str(step.source.reference)}
             if fallback:
                 headers[FALLBACK_HEADER] = "manifest"
             if manifest.media_type:
@@ -378,10 +407,61 @@ class Proxy:
         return _failure_response(attempts, "MANIFEST_UNKNOWN")
 
     async def handle_tags(self, request: web.Request) -> web.Response:
-        return await _handle_tags(self, request)
+        query = {k: v for k, v in request.query.items() if k in ("n", "last")}
+        suffix = f"?{urlencode(query)}" if query else ""
+        return await self._listing(request, "tags", "latest",
+                                   lambda s: f"/v2/{s.reference.path}/tags/list{suffix}")
 
     async def handle_referrers(self, request: web.Request) -> web.Response:
-        return await _handle_referrers(self, request)
+        digest = request.match_info["digest"]
+        artifact = request.query.get("artifactType")
+        suffix = f"?{urlencode({'artifactType': artifact})}" if artifact else ""
+        return await self._listing(
+            request, "referrers", digest,
+            lambda s: f"/v2/{s.reference.path}/referrers/{digest}{suffix}")
+
+    async def _listing(self, request: web.Request, kind: str, identity: str,
+                       path_of: Callable[[PullSource], str]) -> web.Response:
+        """Tags and referrers: the first source that answers 200, body passed through."""
+        steps, refusal = self._chain(request, kind, identity)
+        if refusal is not None:
+            return refusal
+        steps, cooling = self.cooldown.order(steps)
+        attempts: list[Attempt] = []
+        assert self.upstreams is not None
+        for step in steps:
+            if self._skip(request, kind, step, attempts, cooling):
+                continue
+            source, started = step.source, time.monotonic()
+            try:
+                async with await self.upstreams.request(source, "GET", path_of(source)) as up:
+                    body = await up.content.read(SMALL_BLOB)
+                    status, headers = up.status, up.headers
+            except (TimeoutError, UpstreamError, ConfigError, aiohttp.ClientError) as error:
+                outcome = error.kind if isinstance(error, UpstreamError) else "connect"
+                attempts.append(Attempt(str(source.reference), outcome, str(error),
+                                        (time.monotonic() - started) * 1000))
+                self._record(request, kind, step, attempts[-1])
+                continue
+            elapsed = (time.monotonic() - started) * 1000
+            if status != 200:
+                _, message = status_message(status, body)
+                outcome = "not_found" if status == 404 else "status"
+                attempts.append(Attempt(str(source.reference), outcome, message, elapsed))
+                self._record(request, kind, step, attempts[-1])
+                continue
+            attempts.append(Attempt(str(source.reference), "served", "", elapsed))
+            self._record(request, kind, step, attempts[-1])
+            out = {**API_VERSION, SOURCE_HEADER: str(source.reference),
+                   "Content-Type": headers.get("Content-Type", "application/json")}
+            for name in ("Link", "OCI-Filters-Applied"):
+                if name in headers:
+                    out[name] = headers[name].replace(
+                        f"/v2/{source.reference.path}/", f"/v2/{request.match_info['name']}/")
+            if kind == "tags":
+                body = _rename_listing(body, request.match_info["name"])
+            return web.Response(status=200, body=body, headers=out)
+        return _failure_response(attempts, "NAME_UNKNOWN")
 
     # ------------------------------------------------------------ blobs
 
@@ -390,25 +470,32 @@ class Proxy:
         try:
             validate_digest(digest)
             hashlib.new(digest.split(":", 1)[0])
-            route_ = self._route(request)
-            logical = route_.reference(digest)
         except (InvalidReference, ValueError) as error:
-            return oci_error(400, "DIGEST_INVALID" if "digest" in str(error) else "NAME_INVALID",
-                             str(error))
-        sources, refusal = self._precheck(request, logical)
+            return oci_error(400, "DIGEST_INVALID", f"{digest}: {error}")
+        steps, refusal = self._chain(request, "blob", digest)
         if refusal is not None:
             return refusal
         # A source that served wrong bytes for this blob is not asked again.
-        sources = [s for s in sources
-                   if (s.reference.name, digest) not in self.bad_blobs] or sources
-        sources, skipped = self.cooldown.order(sources)
-        blob = _BlobTransfer(self, request, logical, digest)
-        for index, source in enumerate(sources):
-            if self._skip(request, "blob", logical, source, blob.attempts, skipped):
+        steps = [s for s in steps
+                 if (s.source.reference.name, digest) not in self.bad_blobs] or steps
+        steps, cooling = self.cooldown.order(steps)
+        blob = _BlobTransfer(self, request, digest)
+        for index, step in enumerate(steps):
+            if self._skip(request, "blob", step, blob.attempts, cooling):
                 continue
-            if await blob.try_source(source, fallback=index > 0):
+            if await blob.try_source(step, fallback=index > 0):
                 break
         return await blob.finish()
+
+
+def _rename_listing(body: bytes, name: str) -> bytes:
+    """A tags list names the repository as the client asked for it, not the mirror's path."""
+    try:
+        data = json.loads(body)
+        data["name"] = name
+        return json.dumps(data).encode()
+    except (ValueError, TypeError):
+        return body
 
 
 def _request_kind(path: str) -> str:
@@ -421,9 +508,8 @@ def _request_kind(path: str) -> str:
 class _BlobTransfer:
     """One client blob request: tries sources, resumes mid-stream, verifies the digest."""
 
-    def __init__(self, proxy: Proxy, request: web.Request, logical: ImageReference,
-                 digest: str) -> None:
-        self.proxy, self.request, self.logical, self.digest = proxy, request, logical, digest
+    def __init__(self, proxy: Proxy, request: web.Request, digest: str) -> None:
+        self.proxy, self.request, self.digest = proxy, request, digest
         self.hasher = hashlib.new(digest.split(":", 1)[0])
         self.attempts: list[Attempt] = []
         self.received = 0
@@ -434,16 +520,15 @@ class _BlobTransfer:
         self.served_by: PullSource | None = None
         self.range_error = False
 
-    def _fail(self, source: PullSource, kind: str, detail: str, started: float,
-              fallback: bool) -> bool:
-        self.attempts.append(Attempt(str(source.reference), kind, detail,
+    def _fail(self, step: Step, kind: str, detail: str, started: float, fallback: bool) -> bool:
+        self.attempts.append(Attempt(str(step.source.reference), kind, detail,
                                      (time.monotonic() - started) * 1000, fallback))
-        self.proxy._record(self.request, "blob", self.logical, self.attempts[-1])
+        self.proxy._record(self.request, "blob", step, self.attempts[-1])
         return False
 
-    async def try_source(self, source: PullSource, *, fallback: bool) -> bool:
-        """Fetch (the rest of) the blob from `source`; True once it is complete."""
-        proxy = self.proxy
+    async def try_source(self, step: Step, *, fallback: bool) -> bool:
+        """Fetch (the rest of) the blob from `step`'s source; True once it is complete."""
+        proxy, source = self.proxy, step.source
         assert proxy.upstreams is not None
         started = time.monotonic()
         path = f"/v2/{source.reference.path}/blobs/{self.digest}"
@@ -455,9 +540,9 @@ class _BlobTransfer:
             upstream = await proxy.upstreams.request(source, method, path, headers)
         except (UpstreamError, ConfigError) as error:
             kind = error.kind if isinstance(error, UpstreamError) else "certs"
-            return self._fail(source, kind, str(error), started, fallback)
+            return self._fail(step, kind, str(error), started, fallback)
         except Exception as error:
-            return self._fail(source, "connect", f"{type(error).__name__}: {error}", started,
+            return self._fail(step, "connect", f"{type(error).__name__}: {error}", started,
                               fallback)
         async with upstream:
             if upstream.status not in (200, 206):
@@ -465,7 +550,7 @@ class _BlobTransfer:
                 _code, message = status_message(upstream.status, body)
                 kind = {404: "not_found", 401: "denied", 403: "denied",
                         429: "toomanyrequests"}.get(upstream.status, "status")
-                return self._fail(source, kind, f"fetching blob {self.digest} from "
+                return self._fail(step, kind, f"fetching blob {self.digest} from "
                                   f"{source.reference.name}: {message}", started, fallback)
             proxy.metrics.latency.labels("blob", source.host).observe(time.monotonic() - started)
             skip = 0
@@ -473,18 +558,18 @@ class _BlobTransfer:
                 content_range = upstream.headers.get("Content-Range", "")
                 if upstream.status == 206 and not content_range.startswith(
                         f"bytes {self.received}-"):
-                    return self._fail(source, "status", f"resume answered {content_range!r}",
+                    return self._fail(step, "status", f"resume answered {content_range!r}",
                                       started, fallback)
                 if upstream.status == 200:
                     skip = self.received
             elif self.total is None:
                 length = upstream.headers.get("Content-Length")
                 if length is None or not length.isdigit():
-                    return self._fail(source, "status", "no Content-Length", started, fallback)
+                    return self._fail(step, "status", "no Content-Length", started, fallback)
                 self.total = int(length)
             if method == "HEAD":
                 self.served_by = source
-                return await self._served(source, started, fallback)
+                return await self._served(step, started, fallback)
             try:
                 if self.response is None and self.small is None:
                     await self._begin(source, fallback)
@@ -506,11 +591,11 @@ class _BlobTransfer:
             except (TimeoutError, aiohttp.ClientError, ConnectionError) as error:
                 # A reset and a close before Content-Length look the same from here.
                 kind = "timeout" if isinstance(error, TimeoutError) else "interrupted"
-                return self._fail(source, kind,
+                return self._fail(step, kind,
                                   f"reading blob after {self.received} bytes: "
                                   f"{type(error).__name__}: {error}", started, fallback)
         if self.received != self.total:
-            return self._fail(source, "truncated", f"blob ended after {self.received} of "
+            return self._fail(step, "truncated", f"blob ended after {self.received} of "
                               f"{self.total} bytes", started, fallback)
         actual = f"{self.hasher.name}:{self.hasher.hexdigest()}"
         if actual != self.digest:
@@ -518,15 +603,15 @@ class _BlobTransfer:
             if self.small is not None:  # nothing sent yet: start over from the next source
                 self.small, self.received = bytearray(), 0
                 self.hasher = hashlib.new(self.digest.split(":", 1)[0])
-            return self._fail(source, "digest", f"blob content is {actual}, not "
+            return self._fail(step, "digest", f"blob content is {actual}, not "
                               f"{self.digest}", started, fallback)
         self.served_by = source
-        return await self._served(source, started, fallback)
+        return await self._served(step, started, fallback)
 
-    async def _served(self, source: PullSource, started: float, fallback: bool) -> bool:
-        self.attempts.append(Attempt(str(source.reference), "served", self.digest,
+    async def _served(self, step: Step, started: float, fallback: bool) -> bool:
+        self.attempts.append(Attempt(str(step.source.reference), "served", self.digest,
                                      (time.monotonic() - started) * 1000, fallback))
-        self.proxy._record(self.request, "blob", self.logical, self.attempts[-1])
+        self.proxy._record(self.request, "blob", step, self.attempts[-1])
         if len(self.attempts) > 1:
             self.proxy.metrics.fallbacks.labels("blob").inc()
         return True
@@ -589,83 +674,6 @@ class _BlobTransfer:
             headers["Content-Range"] = f"bytes {start}-{end}/{self.total}"
             return web.Response(status=206, body=data[start : end + 1], headers=headers)
         return web.Response(status=200, body=data, headers=headers)
-
-
-async def _forward_listing(proxy: Proxy, request: web.Request, logical: ImageReference,
-                           kind: str, path_of: Callable[[PullSource], str]) -> web.Response:
-    """Tags and referrers: the first source that answers 200, body passed through."""
-    sources, refusal = proxy._precheck(request, logical)
-    if refusal is not None:
-        return refusal
-    sources, skipped = proxy.cooldown.order(sources)
-    attempts: list[Attempt] = []
-    assert proxy.upstreams is not None
-    for source in sources:
-        if proxy._skip(request, kind, logical, source, attempts, skipped):
-            continue
-        started = time.monotonic()
-        try:
-            upstream = await proxy.upstreams.request(source, "GET", path_of(source))
-            async with upstream:
-                body = await upstream.content.read(SMALL_BLOB)
-                if upstream.status != 200:
-                    _code, message = status_message(upstream.status, body)
-                    outcome = "not_found" if upstream.status == 404 else "status"
-                    attempts.append(Attempt(str(source.reference), outcome, message,
-                                            (time.monotonic() - started) * 1000))
-                    proxy._record(request, kind, logical, attempts[-1])
-                    continue
-                headers = {**API_VERSION, SOURCE_HEADER: str(source.reference),
-                           "Content-Type": upstream.headers.get("Content-Type",
-                                                                "application/json")}
-                for name in ("Link", "OCI-Filters-Applied"):
-                    if name in upstream.headers:
-                        headers[name] = upstream.headers[name]
-        except (TimeoutError, UpstreamError, ConfigError, aiohttp.ClientError) as error:
-            outcome = error.kind if isinstance(error, UpstreamError) else "connect"
-            attempts.append(Attempt(str(source.reference), outcome, str(error),
-                                    (time.monotonic() - started) * 1000))
-            proxy._record(request, kind, logical, attempts[-1])
-            continue
-        attempts.append(Attempt(str(source.reference), "served", "",
-                                (time.monotonic() - started) * 1000))
-        proxy._record(request, kind, logical, attempts[-1])
-        if kind == "tags":
-            try:
-                data = json.loads(body)
-                data["name"] = request.match_info["name"]
-                body = json.dumps(data).encode()
-            except (ValueError, TypeError):
-                pass
-            if "Link" in headers:
-                headers["Link"] = headers["Link"].replace(
-                    f"/v2/{source.reference.path}/", f"/v2/{request.match_info['name']}/")
-        return web.Response(status=200, body=body, headers=headers)
-    return _failure_response(attempts, "NAME_UNKNOWN")
-
-
-async def _handle_tags(proxy: Proxy, request: web.Request) -> web.Response:
-    try:
-        logical = proxy._route(request).reference("latest")
-    except (InvalidReference, ValueError) as error:
-        return oci_error(400, "NAME_INVALID", str(error))
-    query = {k: v for k, v in request.query.items() if k in ("n", "last")}
-    suffix = "?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else ""
-    return await _forward_listing(proxy, request, logical, "tags",
-                                  lambda s: f"/v2/{s.reference.path}/tags/list{suffix}")
-
-
-async def _handle_referrers(proxy: Proxy, request: web.Request) -> web.Response:
-    digest = request.match_info["digest"]
-    try:
-        validate_digest(digest)
-        logical = proxy._route(request).reference(digest)
-    except (InvalidReference, ValueError) as error:
-        return oci_error(400, "DIGEST_INVALID", str(error))
-    artifact = request.query.get("artifactType")
-    suffix = f"?artifactType={artifact}" if artifact else ""
-    return await _forward_listing(proxy, request, logical, "referrers",
-                                  lambda s: f"/v2/{s.reference.path}/referrers/{digest}{suffix}")
 
 
 def configure_logging(level: int = logging.INFO) -> None:

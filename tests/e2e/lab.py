@@ -18,6 +18,7 @@ from harness.faults import FaultProxy
 from harness.images import Image, ImageIndex, RegistryClient, make_image, make_index
 from harness.net import free_port, wait_for_http
 from harness.registry import RegistryProcess, TlsFiles
+from harness.tokenauth import TokenServer
 
 ACCEPT_ALL = '{"default": [{"type": "insecureAcceptAnything"}]}'
 
@@ -180,3 +181,41 @@ class Podman:
         result = subprocess.run([*self.base, "image", "inspect", "--format", "{{.Digest}}", ref],
                                 capture_output=True, text=True, env=self.env, check=True)
         return result.stdout.strip()
+
+
+@dataclass
+class AuthLab:
+    """`registry.example.com`: TLS, and token auth from `auth.example.com`."""
+
+    registry: RegistryProcess
+    tokens: TokenServer
+    image: Image
+    resolve_args: list[str]
+    certs_d: Path
+
+    def stop(self) -> None:
+        self.registry.stop()
+        self.tokens.stop()
+
+
+def start_auth_lab(work: Path) -> AuthLab:
+    """Seed the registry openly, then restart it requiring tokens (same storage)."""
+    ca = LabCA("auth", work / "ca")
+    cert = ca.issue("registry", "registry.example.com")
+    certs_d = work / "certs.d"
+    ca.trust_in(certs_d, "registry.example.com")
+    tokens = TokenServer(work / "tokens", users={"puller": "s3cret-pw"}).start()
+    registry = RegistryProcess(work, "private", tls=TlsFiles(str(cert.cert), str(cert.key),
+                                                             str(ca.ca_path)))
+    image = make_image("private")
+    try:
+        with registry:
+            RegistryClient(registry.url, str(ca.ca_path)).push_image("ns/private", image, "v1")
+        registry.auth = tokens.registry_auth("http://auth.example.com/token")
+        registry.start()
+    except BaseException:
+        tokens.stop()
+        raise
+    resolve = ["--resolve", f"registry.example.com={registry.address}",
+               "--resolve", f"auth.example.com={tokens.host}:{tokens.port}"]
+    return AuthLab(registry, tokens, image, resolve, certs_d)
