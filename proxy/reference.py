@@ -38,7 +38,7 @@ _ANCHORED_NAME_RE = re.compile(rf"(?:({DOMAIN_PATTERN})/)?({_PATH})", re.ASCII)
 _ANCHORED_DOMAIN_RE = re.compile(DOMAIN_PATTERN, re.ASCII)
 _ANCHORED_DIGEST_RE = re.compile(_DIGEST, re.ASCII)
 _IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}")
-_TAG_RE = re.compile(_TAG, re.ASCII)
+TAG_PATTERN = re.compile(_TAG, re.ASCII)
 
 
 class InvalidReference(ValueError):
@@ -95,7 +95,7 @@ class ImageReference:
         return text
 
     def with_tag(self, tag: str) -> ImageReference:
-        if not _TAG_RE.fullmatch(tag):
+        if not TAG_PATTERN.fullmatch(tag):
             raise InvalidReference("invalid tag format")
         return ImageReference(self.domain, self.path, tag, None)
 

@@ -41,7 +41,7 @@ from .metrics import Metrics
 from .paths import NodeFiles
 from .plan import PullSource, resolve_sources
 from .policy import evaluate_policy
-from .reference import ImageReference, InvalidReference, validate_digest
+from .reference import TAG_PATTERN, ImageReference, InvalidReference, validate_digest
 from .resolve_table import ResolveTable
 from .routing import route
 from .shortnames import ShortNameError, resolve_short_name
@@ -364,6 +364,13 @@ class Proxy:
 
     async def handle_manifest(self, request: web.Request) -> web.StreamResponse:
         identity = request.match_info["reference"]
+        if ":" in identity:
+            try:
+                validate_digest(identity)
+            except InvalidReference as error:
+                return oci_error(400, "DIGEST_INVALID", f"{identity}: {error}")
+        elif not TAG_PATTERN.fullmatch(identity):
+            return oci_error(400, "MANIFEST_INVALID", f"{identity!r} is not a valid tag")
         steps, refusal = self._chain(request, "manifest", identity)
         if refusal is not None:
             return refusal

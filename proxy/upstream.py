@@ -239,7 +239,7 @@ class Upstreams:
             query["service"] = service
         headers = {}
         realm_host = urlsplit(realm).hostname or ""
-        if creds and creds.username and _same_site(realm_host, source.connect_host):
+        if creds and creds.username and same_site(realm_host, source.connect_host):
             raw = f"{creds.username}:{creds.password}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
         separator = "&" if "?" in realm else "?"
@@ -350,7 +350,7 @@ class Upstreams:
         return Manifest(body, media_type, digest)
 
 
-def _same_site(realm_host: str, registry_host: str) -> bool:
+def same_site(realm_host: str, registry_host: str) -> bool:
     """Send credentials to a token realm only on the registry's own site."""
     registry_host = registry_host.split(":", 1)[0]
     if realm_host == registry_host:

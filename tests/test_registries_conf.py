@@ -228,6 +228,9 @@ INVALID = [
     ('[aliases]\n"x:1" = "quay.io/x"', "must not contain tag"),
     ('[aliases]\n"x" = "x"', "must contain registry and repository"),
     ('[aliases]\n"x" = "quay.io/x:1"', "must not contain tag"),
+    # a top-level key written after [aliases] becomes an alias (the TOML placement gotcha)
+    ('[aliases]\n"x" = "quay.io/x"\nshort-name-mode = "enforcing"',
+     'invalid alias "enforcing": must contain registry and repository'),
 ]
 
 

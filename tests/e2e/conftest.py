@@ -9,7 +9,15 @@ import pytest
 
 from harness.faults import Fault
 
-from .lab import Lab, Podman, start_lab
+from .lab import (
+    AuthLab,
+    Lab,
+    Podman,
+    ProxyProcess,
+    Upstreams,
+    start_auth_lab,
+    start_lab,
+)
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +43,27 @@ def podman(tmp_path: Path) -> Iterator[Podman]:
     client = Podman(tmp_path / "podman")
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def auth_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthLab]:
+    lab = start_auth_lab(tmp_path_factory.mktemp("authlab"))
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+@pytest.fixture
+def proxy_factory(tmp_path: Path) -> Iterator[object]:
+    """`proxy_factory(lab, conf, policy=..., extra=(...))`: a `mirrorlab serve` process."""
+    started: list[ProxyProcess] = []
+
+    def start(lab: Upstreams, conf: str, **kwargs: object) -> ProxyProcess:
+        proxy = ProxyProcess(tmp_path / f"proxy{len(started)}", conf, lab, **kwargs)  # type: ignore[arg-type]
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()

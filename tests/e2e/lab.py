@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from certs import LabCA
 from harness.faults import FaultProxy
@@ -85,12 +86,24 @@ def start_lab(work: Path) -> Lab:
     return lab
 
 
+class Upstreams(Protocol):
+    """What a proxy needs to know of a lab: where names go and which CAs certs.d holds."""
+
+    @property
+    def certs_d(self) -> Path: ...
+
+    @property
+    def resolve_args(self) -> list[str]: ...
+
+
 class ProxyProcess:
     """`mirrorlab serve` as a real process, with its JSON log captured."""
 
-    def __init__(self, work: Path, conf: str, lab: Lab, *, policy: str = ACCEPT_ALL,
-                 extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, work: Path, conf: str, lab: Upstreams, *, policy: str = ACCEPT_ALL,
+                 auth: dict[str, object] | None = None, extra: tuple[str, ...] = ()) -> None:
         work.mkdir(parents=True, exist_ok=True)
+        if auth is not None:
+            (work / "auth.json").write_text(json.dumps(auth))
         self.conf_path = work / "registries.conf"
         self.conf_path.write_text(conf)
         (work / "policy.json").write_text(policy)

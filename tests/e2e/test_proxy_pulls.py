@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from harness.faults import Fault
 from harness.images import Image, ImageIndex
 
-from .lab import Lab, Podman, ProxyProcess
+from .lab import Lab, Podman
 
 
 def chain(lab: Lab, *, blocked: bool = False, pull_from: tuple[str, str] = ("", ""),
@@ -34,20 +33,6 @@ def chain(lab: Lab, *, blocked: bool = False, pull_from: tuple[str, str] = ("", 
         if setting:
             lines.append(f'pull-from-mirror = "{setting}"')
     return "\n".join(lines) + "\n"
-
-
-@pytest.fixture
-def proxy_factory(tmp_path: Path) -> Iterator[object]:
-    started: list[ProxyProcess] = []
-
-    def start(lab: Lab, conf: str, **kwargs: object) -> ProxyProcess:
-        proxy = ProxyProcess(tmp_path / f"proxy{len(started)}", conf, lab, **kwargs)  # type: ignore[arg-type]
-        started.append(proxy)
-        return proxy
-
-    yield start
-    for proxy in started:
-        proxy.stop()
 
 
 def _app(lab: Lab) -> Image:

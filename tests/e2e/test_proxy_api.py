@@ -1,0 +1,242 @@
+"""The proxy's API surface against real registries: auth, addressing, listings, refusals,
+operations (metrics, explain, reload), cool-down and 429 handling."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import time
+from collections.abc import Callable
+
+import pytest
+
+from harness.faults import Fault
+from harness.images import Image
+
+from .lab import AuthLab, Lab, Podman, ProxyProcess
+from .test_proxy_pulls import chain
+
+Factory = Callable[..., ProxyProcess]
+OCI_MANIFEST = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+
+
+def _auth_json(user: str, password: str, key: str) -> dict[str, object]:
+    secret = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"auths": {key: {"auth": secret}}}
+
+
+PRIVATE = '[[registry]]\nlocation = "registry.example.com/ns"\n'
+
+
+def test_token_auth_with_credentials(auth_lab: AuthLab, proxy_factory: Factory,
+                                     podman: Podman) -> None:
+    auth = _auth_json("puller", "s3cret-pw", "registry.example.com")
+    proxy = proxy_factory(auth_lab, PRIVATE, auth=auth)
+    ref = f"{proxy.address}/registry.example.com/ns/private:v1"
+    result = podman.pull(ref)
+    assert result.returncode == 0, result.stderr
+    assert podman.digest(ref) == auth_lab.image.digest
+    assert ("repository:ns/private:pull", "puller") in [
+        (r.scope, r.user) for r in auth_lab.tokens.seen]
+    assert "s3cret-pw" not in proxy.log_path.read_text()
+
+
+def test_token_auth_without_credentials_is_denied(auth_lab: AuthLab,
+                                                  proxy_factory: Factory) -> None:
+    proxy = proxy_factory(auth_lab, PRIVATE)
+    status, _, body = proxy.get("/v2/registry.example.com/ns/private/manifests/v1")
+    assert status == 403
+    error = json.loads(body)["errors"][0]
+    assert error["code"] == "DENIED"
+    assert [d["outcome"] for d in error["detail"]] == ["denied"]
+
+
+def test_containerd_ns_query(clean_lab: Lab, proxy_factory: Factory) -> None:
+    proxy = proxy_factory(clean_lab, chain(clean_lab))
+    status, headers, _ = proxy.get("/v2/ns/app/manifests/v1?ns=quay.io", OCI_MANIFEST)
+    assert status == 200
+    assert headers["X-Mirrorlab-Source"] == f"{clean_lab.faults.address}/ns/app:v1"
+
+
+def test_tags_list_names_the_requested_repository(clean_lab: Lab,
+                                                  proxy_factory: Factory) -> None:
+    proxy = proxy_factory(clean_lab, chain(clean_lab))
+    status, headers, body = proxy.get("/v2/quay.io/ns/app/tags/list")
+    assert status == 200
+    assert json.loads(body) == {"name": "quay.io/ns/app", "tags": ["v1"]}
+    assert headers["X-Mirrorlab-Source"].startswith(f"{clean_lab.faults.address}/ns/app")
+
+
+def test_referrers_missing_upstream_is_404_so_clients_fall_back(
+        clean_lab: Lab, proxy_factory: Factory) -> None:
+    proxy = proxy_factory(clean_lab, chain(clean_lab))
+    app = clean_lab.images["app"]
+    status, _, body = proxy.get(f"/v2/quay.io/ns/app/referrers/{app.digest}")
+    assert status == 404
+    assert json.loads(body)["errors"][0]["code"] == "NAME_UNKNOWN"
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("PUT", "/v2/quay.io/ns/app/manifests/v1"),
+    ("POST", "/v2/quay.io/ns/app/blobs/uploads/"),
+    ("DELETE", "/v2/quay.io/ns/app/manifests/v1"),
+    ("PATCH", "/v2/quay.io/ns/app/blobs/uploads/x"),
+])
+def test_push_and_delete_are_unsupported(clean_lab: Lab, proxy_factory: Factory, method: str,
+                                         path: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    proxy = proxy_factory(clean_lab, chain(clean_lab))
+    request = urllib.request.Request(f"{proxy.url}{path}", method=method, data=b"{}")
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=10)
+    assert caught.value.code == 405
+    assert json.loads(caught.value.read())["errors"][0]["code"] == "UNSUPPORTED"
+    assert clean_lab.faults.requests == []
+
+
+def test_head_requests(clean_lab: Lab, proxy_factory: Factory) -> None:
+    import urllib.request
+
+    proxy = proxy_factory(clean_lab, chain(clean_lab))
+    app = clean_lab.images["app"]
+    assert isinstance(app, Image)
+    for path, digest, size in (
+        (f"/v2/quay.io/ns/app/manifests/{app.digest}", app.digest, len(app.manifest.data)),
+        (f"/v2/quay.io/ns/app/blobs/{app.layers[-1].digest}", app.layers[-1].digest,
+         len(app.layers[-1].data)),
+    ):
+        request = urllib.request.Request(f"{proxy.url}{path}", method="HEAD",
+                                         headers=OCI_MANIFEST)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+            assert response.headers["Docker-Content-Digest"] == digest
+            assert int(response.headers["Content-Length"]) == size
+            assert response.read() == b""
+
+
+BAD_REQUESTS = [
+    ("/v2/quay.io/ns/app/blobs/sha256:abc", 400, "DIGEST_INVALID"),
+    ("/v2/quay.io/ns/app/blobs/md5:" + "a" * 32, 400, "DIGEST_INVALID"),
+    ("/v2/quay.io/NS/app/manifests/v1", 400, "NAME_INVALID"),
+    ("/v2/quay.io/ns/app/manifests/bad:tag:x", 400, "DIGEST_INVALID"),
+    ("/v2/quay.io/ns/../../etc/passwd/manifests/v1", 400, "NAME_INVALID"),
+    ("/v2/quay.io/ns/app/manifests/v1?ns=http://evil", 400, "NAME_INVALID"),
+    ("/v2/quay.io/" + "a" * 300 + "/manifests/v1", 400, "NAME_INVALID"),
+]
+
+
+@pytest.mark.parametrize(("path", "status", "code"), BAD_REQUESTS)
+def test_bad_requests_get_oci_errors(clean_lab: Lab, proxy_factory: Factory, path: str,
+                                     status: int, code: str) -> None:
+    proxy = proxy_factory(clean_lab, chain(clean_lab))
+    got, _, body = proxy.get(path)
+    assert (got, json.loads(body)["errors"][0]["code"]) == (status, code)
+    assert clean_lab.faults.requests == []
+
+
+def test_metrics_and_explain_endpoint(clean_lab: Lab, proxy_factory: Factory) -> None:
+    proxy = proxy_factory(clean_lab, chain(clean_lab, blocked=True))
+    clean_lab.faults.set(Fault("refuse"))
+    assert proxy.get("/v2/quay.io/ns/app/manifests/v1", OCI_MANIFEST)[0] == 200
+    _, _, metrics = proxy.get("/metrics")
+    text = metrics.decode()
+    assert 'mirrorlab_attempts_total{host="mirror2.example.net",kind="manifest",outcome="served"}' \
+        in text
+    assert f'host="{clean_lab.faults.address}",kind="manifest",outcome="connect"' in text
+    assert 'mirrorlab_fallbacks_total{kind="manifest"} 1.0' in text
+    _, _, body = proxy.get("/mirrorlab/explain?ref=quay.io/ns/app:v1")
+    plan = json.loads(body)
+    assert [(s["reference"], s["blocked"]) for s in plan["sources"]] == [
+        (f"{clean_lab.faults.address}/ns/app:v1", False),
+        ("mirror2.example.net/ns/app:v1", False),
+        ("quay.io/ns/app:v1", True),
+    ]
+
+
+def test_reload_on_sighup_keeps_the_old_configuration_when_the_new_one_is_bad(
+        clean_lab: Lab, proxy_factory: Factory) -> None:
+    lab = clean_lab
+    proxy = proxy_factory(lab, chain(lab))
+    source = lambda: proxy.get("/v2/quay.io/ns/app/manifests/v1", OCI_MANIFEST)[1][  # noqa: E731
+        "X-Mirrorlab-Source"]
+    assert source().startswith(lab.faults.address)
+    proxy.conf_path.write_text('[[registry]]\nlocation = "quay.io/ns"\n'
+                               '[[registry.mirror]]\nlocation = "mirror2.example.net/ns"\n')
+    proxy.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while not source().startswith("mirror2.example.net") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert source().startswith("mirror2.example.net")
+    proxy.conf_path.write_text('[[registry]]\nlocation = "http://broken"\n')
+    proxy.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while not [e for e in proxy.events("reload") if not e["ok"]]:
+        assert time.monotonic() < deadline, "no failed reload was logged"
+        time.sleep(0.1)
+    assert source().startswith("mirror2.example.net")
+    assert "URI schemes are not supported" in str(proxy.events("reload")[-1]["error"])
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_cooldown_skips_a_dead_mirror_unless_strict(clean_lab: Lab, proxy_factory: Factory,
+                                                    strict: bool) -> None:
+    lab = clean_lab
+    proxy = proxy_factory(lab, chain(lab), extra=("--strict",) if strict else ())
+    lab.faults.set(Fault("refuse"))
+    for _ in range(3):
+        assert proxy.get("/v2/quay.io/ns/app/manifests/v1", OCI_MANIFEST)[0] == 200
+    outcomes = [e["outcome"] for e in proxy.events()
+                if str(e["source"]).startswith(lab.faults.address)]
+    assert outcomes == (["connect"] * 3 if strict else ["connect", "connect", "cooldown"])
+
+
+def test_429_is_retried_then_the_next_source_serves(clean_lab: Lab,
+                                                    proxy_factory: Factory) -> None:
+    lab = clean_lab
+    proxy = proxy_factory(lab, chain(lab))
+    lab.faults.set(Fault("status", path="/manifests/", status=429))
+    status, headers, _ = proxy.get("/v2/quay.io/ns/app/manifests/v1", OCI_MANIFEST)
+    assert status == 200 and headers["X-Mirrorlab-Source"].startswith("mirror2.example.net")
+    assert len(lab.faults.seen("/manifests/")) == 3  # first try and two retries
+    outcomes = [e["outcome"] for e in proxy.events()]
+    assert outcomes[:2] == ["toomanyrequests", "served"]
+
+
+def test_resolve_keeps_checking_the_registry_name(clean_lab: Lab,
+                                                  proxy_factory: Factory) -> None:
+    """mirror2.example.net pointed at quay.io's server: its certificate has the wrong name."""
+    lab = clean_lab
+    proxy = proxy_factory(lab, chain(lab),
+                          extra=("--resolve", f"mirror2.example.net={lab.source.address}"))
+    lab.faults.set(Fault("refuse"))
+    status, headers, _ = proxy.get("/v2/quay.io/ns/app/manifests/v1", OCI_MANIFEST)
+    assert status == 200 and headers["X-Mirrorlab-Source"] == "quay.io/ns/app:v1"
+    mirror2 = [e for e in proxy.events() if str(e["source"]).startswith("mirror2")]
+    assert mirror2[0]["outcome"] == "tls", mirror2
+
+
+SEARCH = ('unqualified-search-registries = ["quay.io", "example.invalid"]\n'
+          '[aliases]\n"pinned" = "quay.io/ns/app"\n')
+
+
+@pytest.mark.parametrize(("mode", "path", "status", "served"), [
+    ("permissive", "/v2/ns/app/manifests/v1", 200, "quay.io/ns/app:v1"),
+    ("permissive", "/v2/pinned/manifests/v1", 200, "quay.io/ns/app:v1"),
+    ("enforcing", "/v2/pinned/manifests/v1", 200, "quay.io/ns/app:v1"),
+    ("enforcing", "/v2/ns/app/manifests/v1", 404, "is ambiguous"),
+])
+def test_short_name_search(clean_lab: Lab, proxy_factory: Factory, mode: str, path: str,
+                           status: int, served: str) -> None:
+    conf = f'short-name-mode = "{mode}"\n' + SEARCH + chain(clean_lab)
+    proxy = proxy_factory(clean_lab, conf, extra=("--short-names", "search"))
+    got, headers, body = proxy.get(path, OCI_MANIFEST)
+    assert got == status
+    if status == 200:
+        logical = [e["logical"] for e in proxy.events() if e["outcome"] == "served"]
+        assert logical == [served]
+        assert headers["X-Mirrorlab-Source"].startswith(clean_lab.faults.address)
+    else:
+        assert served in json.loads(body)["errors"][0]["message"]

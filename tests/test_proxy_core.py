@@ -1,0 +1,191 @@
+"""The proxy's pure parts: request routing, short names, attempt chains, upstream helpers."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.chain import Attempt, CoolDown, Step, aggregate_error
+from proxy.errors import MirrorlabError
+from proxy.plan import PullSource
+from proxy.reference import parse_docker_reference
+from proxy.registries_conf import RegistriesConf
+from proxy.routing import path_component_for, route
+from proxy.shortnames import resolve_short_name
+from proxy.upstream import parse_challenge, same_site, status_message
+
+from .conftest import DIGEST, LoadConf
+
+ROUTES = [
+    # request name, ns, reference, logical reference
+    ("quay.io/ns/app", None, "v1", "quay.io/ns/app:v1"),
+    ("quay.io/ns/app", None, DIGEST, f"quay.io/ns/app@{DIGEST}"),
+    ("localhost_5000/app", None, "v1", "localhost:5000/app:v1"),
+    ("reg.example_8443/ns/app", None, "v1", "reg.example:8443/ns/app:v1"),
+    ("library/busybox", None, "1", "docker.io/library/busybox:1"),
+    ("busybox", None, "1", "docker.io/library/busybox:1"),
+    ("user/app", None, "1", "docker.io/user/app:1"),
+    ("ns/app", "quay.io", "v1", "quay.io/ns/app:v1"),
+    ("busybox", "registry-1.docker.io", "1", "docker.io/library/busybox:1"),
+    ("app", "index.docker.io", "1", "docker.io/library/app:1"),
+    ("ns/app", "reg.example:5000", "v1", "reg.example:5000/ns/app:v1"),
+    ("my_5000/app", None, "v1", "docker.io/my_5000/app:v1"),  # no dot: not a registry
+]
+
+
+@pytest.mark.parametrize(("name", "ns", "reference", "logical"), ROUTES)
+def test_routes(name: str, ns: str | None, reference: str, logical: str) -> None:
+    assert str(route(name, ns).reference(reference)) == logical
+
+
+@pytest.mark.parametrize("registry", ["quay.io", "localhost:5000", "reg.example:8443"])
+def test_port_alias_round_trip(registry: str) -> None:
+    found = route(f"{path_component_for(registry)}/ns/app")
+    assert (found.registry, found.repository, found.via) == (registry, "ns/app", "path")
+
+
+@pytest.mark.parametrize("ns", ["http://evil", "a/b", "UPPER CASE"])
+def test_ns_is_a_registry_name_not_a_url(ns: str) -> None:
+    with pytest.raises(ValueError, match="not a registry host"):
+        route("ns/app", ns)
+
+
+SHORT = """
+unqualified-search-registries = ["quay.io", "docker.io"]
+[aliases]
+"fedora" = "registry.fedoraproject.org/fedora"
+"""
+
+SHORT_NAMES = [
+    # registries.conf, name, identity, candidates (or an error fragment)
+    (SHORT, "fedora", "39", ["registry.fedoraproject.org/fedora:39"]),
+    (SHORT, "busybox", "1", ["quay.io/busybox:1", "docker.io/library/busybox:1"]),
+    (SHORT, "ns/app", DIGEST, [f"quay.io/ns/app@{DIGEST}", f"docker.io/ns/app@{DIGEST}"]),
+    ('short-name-mode = "enforcing"\n' + SHORT, "fedora", "39",
+     ["registry.fedoraproject.org/fedora:39"]),
+    ('short-name-mode = "enforcing"\n' + SHORT, "busybox", "1", "is ambiguous"),
+    ('unqualified-search-registries = ["quay.io"]\nshort-name-mode = "enforcing"\n',
+     "busybox", "1", ["quay.io/busybox:1"]),
+    ("", "busybox", "1", "did not resolve to an alias and no unqualified-search registries"),
+]
+
+
+@pytest.mark.parametrize(("conf", "name", "identity", "expected"), SHORT_NAMES)
+def test_short_names(load_conf: LoadConf, conf: str, name: str, identity: str,
+                     expected: list[str] | str) -> None:
+    config = load_conf(conf)
+    if isinstance(expected, str):
+        with pytest.raises(MirrorlabError, match=expected):
+            resolve_short_name(config, name, identity)
+    else:
+        assert [str(r) for r in resolve_short_name(config, name, identity)] == expected
+
+
+def _attempt(source: str, outcome: str, detail: str = "boom") -> Attempt:
+    return Attempt(source, outcome, detail)
+
+
+AGGREGATES = [
+    ([_attempt("q.io/a:1", "connect", "refused")], "refused"),
+    ([_attempt("m1/a:1", "connect", "refused"), _attempt("q.io/a:1", "blocked", "blocked!")],
+     "(Mirrors also failed: [m1/a:1: refused]): q.io/a:1: blocked!"),
+    ([_attempt("m1/a:1", "connect", "e1"), _attempt("m2/a:1", "not_found", "e2"),
+      _attempt("q.io/a:1", "status", "e3")],
+     "(Mirrors also failed: [m1/a:1: e1]\n[m2/a:1: e2]): q.io/a:1: e3"),
+]
+
+
+@pytest.mark.parametrize(("attempts", "message"), AGGREGATES)
+def test_aggregate_error_has_containers_image_shape(attempts: list[Attempt],
+                                                    message: str) -> None:
+    assert aggregate_error(attempts) == message
+
+
+def _step(host: str, blocked: bool = False) -> Step:
+    ref = parse_docker_reference(f"{host}/a:1")
+    return Step(ref, PullSource(ref, mirror=True, insecure=False, blocked=blocked))
+
+
+def test_cooldown_skips_a_failing_host_for_a_while() -> None:
+    now = [0.0]
+    cool = CoolDown(seconds=30, threshold=2, clock=lambda: now[0])
+    steps = [_step("m1.io"), _step("m2.io"), _step("q.io", blocked=True)]
+    cool.record("m1.io", "connect")
+    assert cool.order(steps)[1] == []  # one failure is not enough
+    cool.record("m1.io", "not_found")  # content misses do not count, nor reset
+    cool.record("m1.io", "timeout")
+    assert cool.order(steps)[1] == [steps[0]]
+    now[0] = 31.0
+    assert cool.order(steps)[1] == []
+    cool.record("m1.io", "connect")  # still one short of the threshold after expiry?
+    assert cool.order(steps)[1] == [steps[0]]  # the count persists until a success
+    cool.record("m1.io", "served")
+    assert cool.order(steps)[1] == []
+
+
+def test_cooldown_never_skips_every_usable_source() -> None:
+    cool = CoolDown(seconds=30, threshold=1)
+    steps = [_step("m1.io"), _step("q.io", blocked=True)]
+    cool.record("m1.io", "connect")
+    assert cool.order(steps) == (steps, [])
+
+
+def test_strict_mode_has_no_cooldown() -> None:
+    cool = CoolDown(seconds=0, threshold=1)
+    cool.record("m1.io", "connect")
+    assert cool.order([_step("m1.io"), _step("m2.io")])[1] == []
+
+
+CHALLENGES = [
+    ('Bearer realm="https://auth.example.com/token",service="reg",scope="repository:a/b:pull"',
+     "bearer", {"realm": "https://auth.example.com/token", "service": "reg",
+                "scope": "repository:a/b:pull"}),
+    ('Bearer realm="https://a/t",scope="repository:a:pull,push"', "bearer",
+     {"realm": "https://a/t", "scope": "repository:a:pull,push"}),
+    ('Basic realm="Registry Realm"', "basic", {"realm": "Registry Realm"}),
+    ("Bearer realm=https://a/t,service=x", "bearer", {"realm": "https://a/t", "service": "x"}),
+]
+
+
+@pytest.mark.parametrize(("header", "scheme", "params"), CHALLENGES)
+def test_parse_challenge(header: str, scheme: str, params: dict[str, str]) -> None:
+    assert parse_challenge(header) == (scheme, params)
+
+
+STATUS_MESSAGES = [
+    (404, b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}',
+     "manifest unknown"),
+    (404, b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"Failed to fetch"}]}',
+     "manifest unknown: Failed to fetch"),
+    (401, b"", "authentication required"),
+    (403, b"<html>forbidden</html>", 'StatusCode: 403, "<html>forbidden</html>..."'),
+    (503, b"", "received unexpected HTTP status: 503"),
+]
+
+
+@pytest.mark.parametrize(("status", "body", "message"), STATUS_MESSAGES)
+def test_status_messages_read_like_containers_image(status: int, body: bytes,
+                                                    message: str) -> None:
+    assert status_message(status, body)[1] == message
+
+
+SITES = [
+    ("auth.example.com", "registry.example.com", True),
+    ("registry.example.com", "registry.example.com:5000", True),
+    ("auth.docker.io", "registry-1.docker.io", True),
+    ("evil.example.org", "registry.example.com", False),
+    ("127.0.0.1", "registry.example.com", False),
+    ("localhost", "localhost:5000", True),
+]
+
+
+@pytest.mark.parametrize(("realm", "registry", "same"), SITES)
+def test_credentials_only_go_to_the_registrys_own_site(realm: str, registry: str,
+                                                        same: bool) -> None:
+    assert same_site(realm, registry) is same
+
+
+def test_empty_registries_conf_routes_everything_as_is() -> None:
+    from proxy.plan import resolve_sources
+
+    plan = resolve_sources(RegistriesConf(), parse_docker_reference("quay.io/a"))
+    assert [str(s.reference) for s in plan.sources] == ["quay.io/a:latest"]
