@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -26,20 +27,41 @@ def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
     return context
 
 
+def _poll(ready: Callable[[], bool], process: subprocess.Popen[bytes], what: str,
+          log: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {process.returncode}: {log}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not become ready in {timeout:g}s: {log}")
+        time.sleep(0.05)
+
+
 def wait_for_http(url: str, process: subprocess.Popen[bytes], *, what: str,
                   log: str = "", timeout: float = 15.0,
                   context: ssl.SSLContext | None = None) -> None:
     """Poll `url` until it answers (any HTTP status counts) while `process` lives."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {process.returncode}: {log}")
+
+    def answers() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=1, context=context):
-                return
+                return True
         except urllib.error.HTTPError:
-            return  # e.g. 401 from a registry with auth: it is up
+            return True  # e.g. 401 from a registry with auth: it is up
         except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not answer {url} in {timeout:g}s: {log}") from None
-            time.sleep(0.05)
+            return False
+
+    _poll(answers, process, what, log, timeout)
+
+
+def wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], *, what: str,
+                  log: str = "", timeout: float = 15.0) -> None:
+    """Poll until `host:port` accepts connections (for servers that need client certs)."""
+
+    def accepts() -> bool:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.settimeout(1)
+            return sock.connect_ex((host, port)) == 0
+
+    _poll(accepts, process, what, log, timeout)

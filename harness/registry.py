@@ -17,7 +17,7 @@ from types import TracebackType
 
 import yaml
 
-from .net import free_port, tls_context, wait_for_http
+from .net import free_port, tls_context, wait_for_http, wait_for_port
 
 REGISTRY_BINARY = "docker-registry"
 
@@ -28,6 +28,8 @@ class TlsFiles:
     key: str
     ca: str
     """The CA that signed `cert`: what a client must trust."""
+    client_ca: str | None = None
+    """When set, clients must present a certificate signed by this CA."""
 
 
 class RegistryProcess:
@@ -59,7 +61,10 @@ class RegistryProcess:
     def config(self) -> dict[str, object]:
         http: dict[str, object] = {"addr": self.address, "secret": "mirrorlab-lab"}
         if self.tls:
-            http["tls"] = {"certificate": self.tls.cert, "key": self.tls.key}
+            tls: dict[str, object] = {"certificate": self.tls.cert, "key": self.tls.key}
+            if self.tls.client_ca:
+                tls["clientcas"] = [self.tls.client_ca]
+            http["tls"] = tls
         config: dict[str, object] = {
             "version": 0.1,
             "log": {"level": "info", "accesslog": {"disabled": False}},
@@ -90,9 +95,13 @@ class RegistryProcess:
 
     def wait_ready(self, timeout: float = 15.0) -> None:
         assert self._process is not None
+        what = f"registry {self.name}"
         try:
-            wait_for_http(f"{self.url}/v2/", self._process, what=f"registry {self.name}",
-                          timeout=timeout, context=tls_context(self.tls.ca) if self.tls else None)
+            if self.tls and self.tls.client_ca:
+                wait_for_port(self.host, self.port, self._process, what=what, timeout=timeout)
+            else:
+                wait_for_http(f"{self.url}/v2/", self._process, what=what, timeout=timeout,
+                              context=tls_context(self.tls.ca) if self.tls else None)
         except RuntimeError as error:
             self.stop()
             raise RuntimeError(f"{error}\n{self.log_tail()}") from None

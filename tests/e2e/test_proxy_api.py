@@ -6,13 +6,18 @@ from __future__ import annotations
 import base64
 import json
 import signal
+import ssl
 import time
 from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from certs import LabCA
 from harness.faults import Fault
-from harness.images import Image
+from harness.images import Image, RegistryClient, make_image
+from harness.registry import RegistryProcess, TlsFiles
 
 from .lab import AuthLab, Lab, Podman, ProxyProcess
 from .test_proxy_pulls import chain
@@ -240,3 +245,38 @@ def test_short_name_search(clean_lab: Lab, proxy_factory: Factory, mode: str, pa
         assert headers["X-Mirrorlab-Source"].startswith(clean_lab.faults.address)
     else:
         assert served in json.loads(body)["errors"][0]["message"]
+
+
+def test_client_certificate_from_certs_d(tmp_path: Path, proxy_factory: Factory) -> None:
+    """A registry that requires client certificates: the pair comes from certs.d."""
+    ca = LabCA("mtls", tmp_path / "ca")
+    server = ca.issue("server", "mtls.example.com")
+    certs_d = tmp_path / "certs.d"
+    directory = ca.trust_in(certs_d, "mtls.example.com")
+    registry = RegistryProcess(tmp_path, "mtls", tls=TlsFiles(
+        str(server.cert), str(server.key), str(ca.ca_path), client_ca=str(ca.ca_path)))
+    image = make_image("mtls")
+    seed_client = ca.issue_client("seeder", "seeder")
+    with registry:
+        context = ssl.create_default_context(cafile=str(ca.ca_path))
+        context.load_cert_chain(str(seed_client.cert), str(seed_client.key))
+        client = RegistryClient(registry.url)
+        client.context = context
+        client.push_image("ns/app", image, "v1")
+        target = SimpleNamespace(certs_d=certs_d,
+                                 resolve_args=["--resolve", f"mtls.example.com={registry.address}"])
+        proxy = proxy_factory(target, '[[registry]]\nlocation = "mtls.example.com/ns"\n')
+        status, _, body = proxy.get("/v2/mtls.example.com/ns/app/manifests/v1", OCI_MANIFEST)
+        assert status == 502 and b"certificate" in body  # no client certificate yet
+        ca.issue_client("client", "mirrorlab")
+        for suffix in ("cert", "key"):
+            (directory / f"client.{suffix}").write_bytes(
+                (tmp_path / "ca" / f"client.{suffix}").read_bytes())
+        proxy.process.send_signal(signal.SIGHUP)  # certs.d is re-read on reload
+        deadline = time.monotonic() + 10
+        while proxy.get("/v2/mtls.example.com/ns/app/manifests/v1", OCI_MANIFEST)[0] != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        status, headers, body = proxy.get(f"/v2/mtls.example.com/ns/app/blobs/"
+                                          f"{image.layers[0].digest}")
+        assert status == 200 and body == image.layers[0].data
