@@ -277,6 +277,6 @@ def test_client_certificate_from_certs_d(tmp_path: Path, proxy_factory: Factory)
         while proxy.get("/v2/mtls.example.com/ns/app/manifests/v1", OCI_MANIFEST)[0] != 200:
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        status, headers, body = proxy.get(f"/v2/mtls.example.com/ns/app/blobs/"
+        status, _, body = proxy.get(f"/v2/mtls.example.com/ns/app/blobs/"
                                           f"{image.layers[0].digest}")
         assert status == 200 and body == image.layers[0].data
