@@ -1,0 +1,7 @@
+"""OpenShift's rendering of node registry configuration from cluster custom resources.
+
+`crs` reads the YAML, `scopes` holds the grammars and the nesting relation, `mirrorsets`
+merges mirror lists, `registries` edits registries.conf as the Machine Config Operator
+does, `policy` builds policy.json, `cas` the certs.d files, `toml` the byte-exact
+encoding, and `render` ties them into the files of a node.
+"""
