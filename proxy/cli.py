@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true",
                    help="node-faithful: no cool-down, every source tried on every pull")
     p.set_defaults(func=_cmd_serve)
+
+    from .openshift.commands import add_commands
+
+    add_commands(commands)
     return parser
 
 

@@ -55,6 +55,7 @@ SOURCE_HEADER = "X-Mirrorlab-Source"
 FALLBACK_HEADER = "X-Mirrorlab-Fallback"
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 _REQUEST_IDS = itertools.count(1)
+REQUEST_ID = web.RequestKey("id", int)
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,7 @@ class Proxy:
     async def _observe(self, request: web.Request,
                        handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                        ) -> web.StreamResponse:
-        request["id"] = next(_REQUEST_IDS)
+        request[REQUEST_ID] = next(_REQUEST_IDS)
         try:
             response = await handler(request)
         except web.HTTPException as error:
@@ -292,7 +293,7 @@ class Proxy:
         for logical in candidates:
             decision = evaluate_policy(self.config.policy, logical)
             if not decision.allowed:
-                log.info(json.dumps({"event": "denied", "request": request["id"],
+                log.info(json.dumps({"event": "denied", "request": request[REQUEST_ID],
                                      "kind": kind, "logical": str(logical),
                                      "scope": decision.scope, "reason": decision.reason}))
                 refusal = refusal or oci_error(
@@ -337,7 +338,7 @@ class Proxy:
         if attempt.outcome not in ("blocked", "cooldown"):
             self.cooldown.record(host, attempt.outcome)
         log.info(json.dumps({
-            "event": "attempt", "request": request["id"], "kind": kind,
+            "event": "attempt", "request": request[REQUEST_ID], "kind": kind,
             "logical": str(step.logical), "source": attempt.source, "outcome": attempt.outcome,
             "detail": attempt.detail, "ms": round(attempt.elapsed_ms, 2),
             "fallback": attempt.fallback,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +74,8 @@ class ImageConfig:
     allowed_for_import: tuple[str, ...] = ()
     external_hostnames: tuple[str, ...] = ()
     internal_hostname: str | None = None
+    warnings: tuple[str, ...] = ()
+    """Values today's API refuses but older clusters kept (CEL validation ratchets)."""
 
 
 @dataclass(frozen=True)
@@ -206,10 +209,9 @@ def _check_api_entry(origin: Origin, path: str, source: str, mirrors: tuple[str,
 
 
 def _image_config(doc: Mapping[str, Any], origin: Origin) -> ImageConfig:
-    import re
-
     spec = _mapping(doc.get("spec"), origin.at("spec"))
     sources = _mapping(spec.get("registrySources"), origin.at("spec.registrySources"))
+    warnings: list[str] = []
 
     def listed(name: str) -> tuple[str, ...] | None:
         if name not in sources:
@@ -221,10 +223,11 @@ def _image_config(doc: Mapping[str, Any], origin: Origin) -> ImageConfig:
         for index, item in enumerate(items):
             if name != "containerRuntimeSearchRegistries" and not (
                     1 <= len(item) <= 256 and valid_source(item)):
-                raise ConfigError(
-                    f"{where}[{index}]: Invalid value: {item!r}: each registry must be a valid "
-                    "hostname[:port][/path] or wildcard *.hostname format without tags or "
-                    "digests")
+                warnings.append(
+                    f"warning: {where}[{index}]: {item!r}: today's API refuses this value "
+                    "(each registry must be a valid hostname[:port][/path] or wildcard "
+                    "*.hostname format without tags or digests); clusters that stored it "
+                    "earlier keep it, and the operator renders it verbatim")
         return items
 
     insecure, blocked, allowed = (listed("insecureRegistries"), listed("blockedRegistries"),
@@ -238,7 +241,7 @@ def _image_config(doc: Mapping[str, Any], origin: Origin) -> ImageConfig:
         if not search:
             raise ConfigError(f"{where}: Invalid value: 0: should have at least 1 items")
         for index, item in enumerate(search):
-            if not re.fullmatch(_HOSTNAME, item):
+            if not re.fullmatch(_HOSTNAME, item, re.ASCII):
                 raise ConfigError(f"{where}[{index}]: Invalid value: {item!r}: should match "
                                   "'hostname'")
         if len(set(search)) != len(search):
@@ -261,6 +264,7 @@ def _image_config(doc: Mapping[str, Any], origin: Origin) -> ImageConfig:
         external_hostnames=_strings(spec.get("externalRegistryHostnames"),
                                     origin.at("spec.externalRegistryHostnames")),
         internal_hostname=internal if isinstance(internal, str) else None,
+        warnings=tuple(warnings),
     )
 
 

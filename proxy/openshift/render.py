@@ -164,6 +164,8 @@ def _config_map(crs: ClusterCRs, options: RenderOptions, node: RenderedNode) -> 
 def render(crs: ClusterCRs, options: RenderOptions = RenderOptions()) -> RenderedNode:
     node = RenderedNode()
     image = crs.image
+    if image is not None:
+        node.report.extend(image.warnings)
     payload = filter_blocked_for_payload(crs, options.release_image)
     if payload.dropped:
         node.report.append(
