@@ -24,7 +24,8 @@ from multidict import CIMultiDict
 
 from .net import free_port
 
-FAULT_KINDS = ("none", "refuse", "hang", "reset", "truncate", "slow", "corrupt", "status")
+FAULT_KINDS = ("none", "refuse", "hang", "reset", "truncate", "slow", "corrupt", "status",
+               "redirect")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class Fault:
     """Body bytes sent before a reset, truncation or flipped byte."""
     rate: int = 64 * 1024
     """Bytes per second for `slow`."""
+    location: str = ""
+    """For `redirect`: the base URL the request path is sent on to (307)."""
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -57,7 +60,8 @@ class FaultProxy:
         self.port = port or free_port(host)
         self.fault = Fault()
         self.requests: list[str] = []
-        self.connections = 0
+        self.headers_seen: list[dict[str, str]] = []
+        """The headers of each request, in the order of `requests`."""
         self._upstream_ssl = ssl.create_default_context(cafile=upstream_ca) if upstream_ca \
             else None
         self._server_ssl: ssl.SSLContext | None = None
@@ -140,8 +144,11 @@ class FaultProxy:
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(f"{request.method} {request.path_qs}")
+        self.headers_seen.append(dict(request.headers))
         fault = self.fault
         applies = fault.applies(request.path)
+        if applies and fault.kind == "redirect":
+            raise web.HTTPTemporaryRedirect(f"{fault.location.rstrip('/')}{request.path_qs}")
         if applies and fault.kind == "hang":
             waiter: asyncio.Future[None] = self._loop.create_future()
             self._hung.append(waiter)

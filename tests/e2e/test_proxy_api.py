@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from certs import LabCA
-from harness.faults import Fault
+from harness.faults import Fault, FaultProxy
 from harness.images import Image, RegistryClient, make_image
 from harness.registry import RegistryProcess, TlsFiles
 
@@ -280,3 +280,33 @@ def test_client_certificate_from_certs_d(tmp_path: Path, proxy_factory: Factory)
         status, _, body = proxy.get(f"/v2/mtls.example.com/ns/app/blobs/"
                                           f"{image.layers[0].digest}")
         assert status == 200 and body == image.layers[0].data
+
+
+def test_credentials_do_not_follow_a_redirect_to_another_host(
+        auth_lab: AuthLab, proxy_factory: Factory, tmp_path: Path) -> None:
+    """Blob storage on another host (a 307 from the registry) gets no Authorization."""
+    tls = auth_lab.registry.tls
+    assert tls is not None
+    storage = RegistryProcess(tmp_path, "storage")
+    with storage:
+        RegistryClient(storage.url).push_image("ns/private", auth_lab.image, "v1")
+        # The front answers as registry.example.com (same certificate) and redirects blobs.
+        with FaultProxy(storage.url) as blob_host, FaultProxy(
+                auth_lab.registry.url, upstream_ca=tls.ca,
+                server_tls=(tls.cert, tls.key)) as front:
+            front.set(Fault("redirect", path="/blobs/", location=f"http://{blob_host.address}"))
+            target = SimpleNamespace(
+                certs_d=auth_lab.certs_d,
+                resolve_args=["--resolve", f"registry.example.com={front.address}",
+                              "--resolve", f"auth.example.com={auth_lab.tokens.host}:"
+                              f"{auth_lab.tokens.port}"])
+            auth = _auth_json("puller", "s3cret-pw", "registry.example.com")
+            proxy = proxy_factory(target, PRIVATE, auth=auth)
+            layer = auth_lab.image.layers[0]
+            status, _, body = proxy.get(f"/v2/registry.example.com/ns/private/blobs/"
+                                        f"{layer.digest}")
+            assert status == 200 and body == layer.data
+            sent_to_registry = [h.get("Authorization", "") for h in front.headers_seen]
+            assert any(value.startswith("Bearer ") for value in sent_to_registry)
+            assert blob_host.requests == [f"GET /v2/ns/private/blobs/{layer.digest}"]
+            assert all("Authorization" not in headers for headers in blob_host.headers_seen)
