@@ -6,16 +6,22 @@ truncate the response after N body bytes, throttle to N bytes/s, flip a byte of 
 or answer a status (404, 429, 500, ...) for paths matching a pattern. It counts what it
 saw, so a test can assert that a blocked registry was never contacted.
 
-It runs its own event loop in a thread, so synchronous tests can drive it.
+It runs its own event loop in a thread, so synchronous tests can drive it; run as a
+process (`python -m harness.faults`), it also listens on a control port where `FaultControl`
+switches faults and reads what it saw, so a lab can outlive the command that started it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import signal
 import ssl
+import sys
 import threading
-from dataclasses import dataclass
+import urllib.request
+from dataclasses import asdict, dataclass
 from types import TracebackType
 
 import aiohttp
@@ -54,7 +60,8 @@ class FaultProxy:
 
     def __init__(self, upstream: str, *, host: str = "127.0.0.1", port: int | None = None,
                  upstream_ca: str | None = None,
-                 server_tls: tuple[str, str] | None = None) -> None:
+                 server_tls: tuple[str, str] | None = None,
+                 control_port: int | None = None) -> None:
         self.upstream = upstream.rstrip("/")
         self.host = host
         self.port = port or free_port(host)
@@ -74,6 +81,8 @@ class FaultProxy:
         self._site: web.TCPSite | None = None
         self._session: aiohttp.ClientSession | None = None
         self._hung: list[asyncio.Future[None]] = []
+        self.control_port = control_port
+        self._control: web.AppRunner | None = None
 
     @property
     def address(self) -> str:
@@ -95,6 +104,34 @@ class FaultProxy:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await self._listen()
+        if self.control_port is not None:
+            control = web.Application()
+            control.router.add_get("/fault", self._get_fault)
+            control.router.add_put("/fault", self._put_fault)
+            control.router.add_get("/requests", self._get_requests)
+            control.router.add_delete("/requests", self._clear_requests)
+            self._control = web.AppRunner(control, access_log=None)
+            await self._control.setup()
+            await web.TCPSite(self._control, "127.0.0.1", self.control_port).start()
+
+    async def _get_fault(self, request: web.Request) -> web.Response:
+        return web.json_response(asdict(self.fault))
+
+    async def _put_fault(self, request: web.Request) -> web.Response:
+        try:
+            fault = Fault(**await request.json())
+        except (TypeError, ValueError) as error:
+            return web.json_response({"error": str(error)}, status=400)
+        await self._set(fault)
+        return web.json_response(asdict(self.fault))
+
+    async def _get_requests(self, request: web.Request) -> web.Response:
+        return web.json_response(self.requests)
+
+    async def _clear_requests(self, request: web.Request) -> web.Response:
+        self.requests.clear()
+        self.headers_seen.clear()
+        return web.json_response([])
 
     async def _listen(self) -> None:
         assert self._runner is not None
@@ -127,6 +164,8 @@ class FaultProxy:
     async def _stop(self) -> None:
         for waiter in self._hung:
             waiter.cancel()
+        if self._control is not None:
+            await self._control.cleanup()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:
@@ -195,3 +234,62 @@ class FaultProxy:
                 sent += len(chunk)
             await response.write_eof()
             return response
+
+
+class FaultControl:
+    """Drive a fault proxy process through its control port."""
+
+    def __init__(self, control_port: int) -> None:
+        self.base = f"http://127.0.0.1:{control_port}"
+
+    def _call(self, method: str, path: str, body: object = None) -> object:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self.base}{path}", data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def set(self, fault: Fault) -> None:
+        self._call("PUT", "/fault", asdict(fault))
+
+    def fault(self) -> Fault:
+        data = self._call("GET", "/fault")
+        assert isinstance(data, dict)
+        return Fault(**data)
+
+    def requests(self) -> list[str]:
+        data = self._call("GET", "/requests")
+        assert isinstance(data, list)
+        return [str(item) for item in data]
+
+    def clear(self) -> None:
+        self._call("DELETE", "/requests")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m harness.faults --listen H:P --control P --upstream URL [--tls CERT KEY]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m harness.faults")
+    parser.add_argument("--listen", required=True)
+    parser.add_argument("--control", type=int, required=True)
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--upstream-ca")
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    args = parser.parse_args(argv)
+    host, _, port = args.listen.rpartition(":")
+    proxy = FaultProxy(args.upstream, host=host, port=int(port), upstream_ca=args.upstream_ca,
+                       server_tls=tuple(args.tls) if args.tls else None,
+                       control_port=args.control)
+    proxy.start()
+    stopped = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopped.set())
+    print(f"fault proxy on {proxy.address}, control on 127.0.0.1:{args.control}", flush=True)
+    stopped.wait()
+    proxy.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -27,18 +27,18 @@ def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
     return context
 
 
-def _poll(ready: Callable[[], bool], process: subprocess.Popen[bytes], what: str,
+def _poll(ready: Callable[[], bool], process: subprocess.Popen[bytes] | None, what: str,
           log: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
-        if process.poll() is not None:
+        if process is not None and process.poll() is not None:
             raise RuntimeError(f"{what} exited with status {process.returncode}: {log}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} did not become ready in {timeout:g}s: {log}")
         time.sleep(0.05)
 
 
-def wait_for_http(url: str, process: subprocess.Popen[bytes], *, what: str,
+def wait_for_http(url: str, process: subprocess.Popen[bytes] | None, *, what: str,
                   log: str = "", timeout: float = 15.0,
                   context: ssl.SSLContext | None = None) -> None:
     """Poll `url` until it answers (any HTTP status counts) while `process` lives."""
@@ -55,7 +55,7 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes], *, what: str,
     _poll(answers, process, what, log, timeout)
 
 
-def wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], *, what: str,
+def wait_for_port(host: str, port: int, process: subprocess.Popen[bytes] | None, *, what: str,
                   log: str = "", timeout: float = 15.0) -> None:
     """Poll until `host:port` accepts connections (for servers that need client certs)."""
 

@@ -93,8 +93,16 @@ class RegistryProcess:
         self.wait_ready()
         return self
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
     def wait_ready(self, timeout: float = 15.0) -> None:
         assert self._process is not None
+        self.wait_until_up(timeout)
+
+    def wait_until_up(self, timeout: float = 15.0) -> None:
+        """Poll until the registry answers (it may run in a container, not as our child)."""
         what = f"registry {self.name}"
         try:
             if self.tls and self.tls.client_ca:

@@ -149,9 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="node-faithful: no cool-down, every source tried on every pull")
     p.set_defaults(func=_cmd_serve)
 
+    from harness.commands import add_commands as add_lab_commands
+
     from .openshift.commands import add_commands
 
     add_commands(commands)
+    add_lab_commands(commands)
     return parser
 
 

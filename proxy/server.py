@@ -2,10 +2,10 @@
 
 Manifests follow containers/image exactly: policy on the logical reference first, then
 the sources of the pull plan in order; a blocked source is never contacted. The source
-that served a repository's manifest is remembered ("sticky", as upstream), and blobs and
-per-platform manifests go there first; where it fails, mirrorlab falls back to the rest
-of the plan, which containers/image cannot do. That fallback is marked in logs, headers
-and metrics.
+that served a manifest is remembered for what that manifest references ("sticky", as
+upstream): its blobs and, for an index, its per-platform manifests go there first; where
+it fails, mirrorlab falls back to the rest of the plan, which containers/image cannot do.
+That fallback is marked in logs, headers and metrics.
 
 Nothing unverified completes: a manifest is read whole and checked before it is sent;
 a blob of up to 4 MiB likewise; a larger blob streams with its last chunk held back until
@@ -148,7 +148,9 @@ class Proxy:
         self.config = NodeConfig.load(options.files)
         self.metrics = Metrics()
         self.cooldown = CoolDown(seconds=options.cooldown_seconds)
-        self.sticky: OrderedDict[str, tuple[ImageReference, PullSource, float]] = OrderedDict()
+        self.sticky: OrderedDict[tuple[str, str], tuple[ImageReference, PullSource, float]] = \
+            OrderedDict()
+        """(client repository, referenced digest) -> the step that served the manifest."""
         self.bad_blobs: set[tuple[str, str]] = set()
         self.upstreams: Upstreams | None = None
         self._stamp = self._files_stamp()
@@ -310,14 +312,20 @@ class Proxy:
             return [], refusal or oci_error(404, "NAME_UNKNOWN", "no source to try")
         return self._sticky_first(request, steps, identity), None
 
+    def _sticky_entry(self, request: web.Request, identity: str
+                      ) -> tuple[ImageReference, PullSource, float] | None:
+        entry = self.sticky.get((self._client_key(request), identity))
+        if entry is None or time.monotonic() - entry[2] > self.options.sticky_seconds:
+            return None
+        return entry
+
     def _sticky_first(self, request: web.Request, steps: list[Step], identity: str
                       ) -> list[Step]:
-        """For digests (blobs, per-platform manifests), the source that served the
-        repository's manifest goes first, as in containers/image; the plan follows."""
-        if ":" not in identity:  # a tag: plan order, exactly as containers/image
-            return steps
-        entry = self.sticky.get(self._client_key(request))
-        if entry is None or time.monotonic() - entry[2] > self.options.sticky_seconds:
+        """A digest that a served manifest referenced (a blob, a per-platform manifest) goes
+        first to the source that served that manifest, as in containers/image; the rest of
+        the plan follows. Anything else (tags, top-level digests) follows the plan."""
+        entry = self._sticky_entry(request, identity)
+        if entry is None:
             return steps
         logical, served, _ = entry
         first = Step(logical.with_digest(identity),
@@ -325,11 +333,15 @@ class Proxy:
         rest = [s for s in steps if s.source.reference.name != served.reference.name]
         return [first, *rest]
 
-    def _remember(self, request: web.Request, step: Step) -> None:
-        key = self._client_key(request)
-        self.sticky[key] = (step.logical, step.source, time.monotonic())
-        self.sticky.move_to_end(key)
-        while len(self.sticky) > 10000:
+    def _remember(self, request: web.Request, step: Step, body: bytes) -> None:
+        """Remember the serving source for every digest the manifest references."""
+        repository = self._client_key(request)
+        now = time.monotonic()
+        for digest in referenced_digests(body):
+            key = (repository, digest)
+            self.sticky[key] = (step.logical, step.source, now)
+            self.sticky.move_to_end(key)
+        while len(self.sticky) > 100_000:
             self.sticky.popitem(last=False)
 
     def _record(self, request: web.Request, kind: str, step: Step, attempt: Attempt) -> None:
@@ -376,7 +388,7 @@ class Proxy:
         if refusal is not None:
             return refusal
         steps, cooling = self.cooldown.order(steps)
-        sticky = ":" in identity and self._client_key(request) in self.sticky
+        sticky = self._sticky_entry(request, identity) is not None
         accept = request.headers.getall("Accept", [])
         attempts: list[Attempt] = []
         assert self.upstreams is not None
@@ -400,8 +412,7 @@ class Proxy:
             self._record(request, "manifest", step, attempts[-1])
             if len(attempts) > 1:
                 self.metrics.fallbacks.labels("manifest").inc()
-            if not sticky:
-                self._remember(request, step)
+            self._remember(request, step, manifest.body)
             headers = {**API_VERSION, "Docker-Content-Digest": manifest.digest,
                        SOURCE_HEADER: str(step.source.reference)}
             if fallback:
@@ -494,6 +505,28 @@ class Proxy:
             if await blob.try_source(step, fallback=index > 0):
                 break
         return await blob.finish()
+
+
+def referenced_digests(body: bytes) -> list[str]:
+    """The digests a manifest points at: config and layers, or an index's manifests."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return []
+    if not isinstance(data, dict):
+        return []
+    found = []
+    for key in ("manifests", "layers"):
+        for item in data.get(key) or []:
+            if isinstance(item, dict) and isinstance(item.get("digest"), str):
+                found.append(item["digest"])
+    config = data.get("config")
+    if isinstance(config, dict) and isinstance(config.get("digest"), str):
+        found.append(config["digest"])
+    for layer in data.get("fsLayers") or []:  # schema 1
+        if isinstance(layer, dict) and isinstance(layer.get("blobSum"), str):
+            found.append(layer["blobSum"])
+    return found
 
 
 def _rename_listing(body: bytes, name: str) -> bytes:

@@ -310,3 +310,18 @@ def test_credentials_do_not_follow_a_redirect_to_another_host(
             assert any(value.startswith("Bearer ") for value in sent_to_registry)
             assert blob_host.requests == [f"GET /v2/ns/private/blobs/{layer.digest}"]
             assert all("Authorization" not in headers for headers in blob_host.headers_seen)
+
+
+def test_a_tag_pull_does_not_make_later_digest_pulls_sticky(clean_lab: Lab,
+                                                             proxy_factory: Factory) -> None:
+    """Found by the demo: after a tag pull served by the source, a top-level pull by digest
+    must follow the plan (mirrors first) again; only what a served manifest referenced is
+    sticky."""
+    lab = clean_lab
+    proxy = proxy_factory(lab, chain(lab, pull_from=("digest-only", "digest-only")))
+    app = lab.images["app"]
+    status, headers, _ = proxy.get("/v2/quay.io/ns/app/manifests/v1", OCI_MANIFEST)
+    assert status == 200 and headers["X-Mirrorlab-Source"] == "quay.io/ns/app:v1"
+    status, headers, _ = proxy.get(f"/v2/quay.io/ns/app/manifests/{app.digest}", OCI_MANIFEST)
+    assert status == 200
+    assert headers["X-Mirrorlab-Source"].startswith(lab.faults.address + "/")
