@@ -43,7 +43,7 @@ def _cmd_lab(args: argparse.Namespace) -> int:
         if args.scenario:
             Path(state.workdir, "scenario.path").write_text(str(Path(args.scenario).resolve()))
         print(f"lab {scenario.name} is up in {state.workdir}; registries run as "
-              f"{state.backend}s ({state.backend_reason})")
+              f"{state.backend_plural} ({state.backend_reason})")
         for line in _usage(state):
             print(line)
         return 0

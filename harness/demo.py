@@ -178,11 +178,9 @@ def run_demo(scenario: Scenario, workdir: Path, *, backend: str = "auto", keep: 
     console.print("starting the lab: registries, fault proxies, images, rendered node files, "
                   "the proxy ...")
     state = Lab(scenario, workdir, backend).up()
-    console.print(f"lab up in {state.workdir}: registries run as [bold]{state.backend}"
-                  f"[/bold]es ({state.backend_reason}); proxy on 127.0.0.1:{state.proxy_port}\n"
-                  if state.backend == "process" else
-                  f"lab up in {state.workdir}: registries run as [bold]containers[/bold] "
-                  f"({state.backend_reason}); proxy on 127.0.0.1:{state.proxy_port}\n")
+    console.print(f"lab up in {state.workdir}: registries run as [bold]"
+                  f"{state.backend_plural}[/bold] ({state.backend_reason}); proxy on "
+                  f"127.0.0.1:{state.proxy_port}\n")
     player = Player(scenario, state, console)
     results: list[StepResult] = []
     try:

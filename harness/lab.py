@@ -78,6 +78,11 @@ class LabState:
     def registry(self, name: str) -> RegistryState:
         return next(r for r in self.registries if r.name == name)
 
+    @property
+    def backend_plural(self) -> str:
+        """`processes` or `containers`, for messages."""
+        return {"process": "processes", "container": "containers"}[self.backend]
+
 
 def _spawn(command: list[str], log: Path, env: dict[str, str] | None = None
            ) -> subprocess.Popen[bytes]:

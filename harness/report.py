@@ -19,7 +19,7 @@ COLOURS = {"served": "#2e7d32", "blocked": "#6a1b9a", "denied": "#6a1b9a",
 def _markdown(scenario: Scenario, state: LabState, results: list[StepResult]) -> str:
     passed = sum(r.passed for r in results)
     lines = [f"# mirrorlab demo: {scenario.name}", "", scenario.description, "",
-             f"Registries ran as {state.backend}es ({state.backend_reason}). "
+             f"Registries ran as {state.backend_plural} ({state.backend_reason}). "
              f"{passed} of {len(results)} steps behaved as expected.", "",
              "| # | step | result | served by | time | check |",
              "| --- | --- | --- | --- | --- | --- |"]
@@ -82,7 +82,7 @@ tr.action td {{ color: #8d6e00; font-style: italic; }}
 .bad {{ color: #c62828; }}
 </style></head><body>
 <h1>mirrorlab demo: {e(scenario.name)}</h1><p>{e(scenario.description)}</p>
-<p>Registries ran as {e(state.backend)}es ({e(state.backend_reason)}).
+<p>Registries ran as {e(state.backend_plural)} ({e(state.backend_reason)}).
 {sum(r.passed for r in results)} of {len(results)} steps behaved as expected.</p>
 <p>Manifest attempts per pull, in order (hover for details): {legend}</p>
 <table><tr><th>#</th><th>step</th><th>served by</th><th>attempts</th><th>check</th></tr>
