@@ -23,8 +23,10 @@ import yaml
 from .registry import REGISTRY_BINARY, RegistryProcess
 
 LOCAL_IMAGE = "localhost/mirrorlab/registry:2.8.2"
-RUN_FLAGS = ["--runtime", "runc", "--network", "host", "--ulimit", "nofile=20000:20000",
-             "--ulimit", "nproc=4096:4096"]
+RUNTIME_FLAGS = ["--runtime", "runc", "--ulimit", "nofile=20000:20000",
+                 "--ulimit", "nproc=4096:4096"]
+"""What `podman run` needs on these machines (crun fails on their hybrid cgroups)."""
+RUN_FLAGS = [*RUNTIME_FLAGS, "--network", "host"]
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,19 @@ def _cmd_lab(args: argparse.Namespace) -> int:
         for line in _usage(state):
             print(line)
         return 0
+    if args.action == "images":
+        from .backends import Podman, build_registry_image
+        from .proxyimage import build_proxy_image
+
+        podman = Podman(workdir)
+        try:
+            registry = build_registry_image(podman, workdir)
+            proxy = build_proxy_image(podman, workdir, Path(__file__).resolve().parents[1])
+        except (RuntimeError, OSError) as error:
+            raise MirrorlabError(f"building images: {error}") from None
+        print(f"{registry}\n{proxy}\n(in the podman store {workdir / 'podman-store'}: "
+              f"podman-compose --podman-args \"{' '.join(podman.base[1:])}\" up -d)")
+        return 0
     if args.action == "down":
         stopped = Lab.down(workdir)
         print("\n".join(f"stopped {s}" for s in stopped) if stopped else
@@ -95,7 +108,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
                             "docker-registry processes or containers), each behind a fault "
                             "proxy, seeded with generated images, and mirrorlab serve on the "
                             "rendered configuration.")
-    p.add_argument("action", choices=("up", "down", "status"))
+    p.add_argument("action", choices=("up", "down", "status", "images"),
+                   help="images: build the registry and proxy images for compose.yaml")
     p.add_argument("scenario", nargs="?", help="scenario file (default: the built-in one)")
     p.add_argument("--workdir", default=DEFAULT_WORKDIR, help="lab directory (default: ./lab)")
     p.add_argument("--backend", choices=("auto", "process", "container"), default="auto",
