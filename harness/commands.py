@@ -53,11 +53,11 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 
         podman = Podman(workdir)
         try:
-            registry = build_registry_image(podman, workdir)
-            proxy = build_proxy_image(podman, workdir, Path(__file__).resolve().parents[1])
+            registry_image = build_registry_image(podman, workdir)
+            proxy_image = build_proxy_image(podman, workdir, Path(__file__).resolve().parents[1])
         except (RuntimeError, OSError) as error:
             raise MirrorlabError(f"building images: {error}") from None
-        print(f"{registry}\n{proxy}\n(in the podman store {workdir / 'podman-store'}: "
+        print(f"{registry_image}\n{proxy_image}\n(in the podman store {workdir / 'podman-store'}: "
               f"podman-compose --podman-args \"{' '.join(podman.base[1:])}\" up -d)")
         return 0
     if args.action == "down":
