@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.clients import PodmanClient as Podman
 from harness.faults import Fault
 
 from .lab import (
     AuthLab,
     Lab,
-    Podman,
     ProxyProcess,
     Upstreams,
     start_auth_lab,

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -168,32 +165,6 @@ class ProxyProcess:
                 return response.status, dict(response.headers), response.read()
         except urllib.error.HTTPError as error:
             return error.code, dict(error.headers), error.read()
-
-
-class Podman:
-    """podman with a private store and no machine configuration."""
-
-    def __init__(self, work: Path) -> None:
-        work.mkdir(parents=True, exist_ok=True)
-        (work / "registries.conf").write_text("")
-        self.env = {**os.environ, "HOME": str(work), "CONTAINERS_REGISTRIES_CONF":
-                    str(work / "registries.conf")}
-        self.runroot = tempfile.mkdtemp(prefix="ml-", dir="/tmp")  # podman: < 50 characters
-        self.base = ["podman", "--root", str(work / "store"), "--runroot", self.runroot,
-                     "--storage-driver", "vfs"]
-
-    def close(self) -> None:
-        shutil.rmtree(self.runroot, ignore_errors=True)
-
-    def pull(self, ref: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*self.base, "pull", "--tls-verify=false", ref],
-                              capture_output=True, text=True, env=self.env, timeout=120,
-                              check=False)
-
-    def digest(self, ref: str) -> str:
-        result = subprocess.run([*self.base, "image", "inspect", "--format", "{{.Digest}}", ref],
-                                capture_output=True, text=True, env=self.env, check=True)
-        return result.stdout.strip()
 
 
 @dataclass

@@ -15,11 +15,12 @@ from types import SimpleNamespace
 import pytest
 
 from certs import LabCA
+from harness.clients import PodmanClient as Podman
 from harness.faults import Fault, FaultProxy
 from harness.images import Image, RegistryClient, make_image
 from harness.registry import RegistryProcess, TlsFiles
 
-from .lab import AuthLab, Lab, Podman, ProxyProcess
+from .lab import AuthLab, Lab, ProxyProcess
 from .test_proxy_pulls import chain
 
 Factory = Callable[..., ProxyProcess]

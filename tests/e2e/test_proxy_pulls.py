@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.clients import PodmanClient as Podman
 from harness.faults import Fault
 from harness.images import Image, ImageIndex
 
-from .lab import Lab, Podman
+from .lab import Lab
 
 
 def chain(lab: Lab, *, blocked: bool = False, pull_from: tuple[str, str] = ("", ""),
