@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from proxy.errors import MirrorlabError
@@ -102,6 +103,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if all(r.passed for r in results) else 1
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    try:
+        results = run_bench(Path(args.workdir), size_mib=args.size_mib, reps=args.reps,
+                            requests=args.requests, out=Path(args.out))
+    except RuntimeError as error:
+        raise MirrorlabError(str(error)) from None
+    print((Path(args.out) / "results.md").read_text())
+    print(f"ratios: {json.dumps(results['ratios'], indent=2)}")
+    print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'results.md'}")
+    return 0
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = commands.add_parser("lab", help="start, stop or inspect a lab of real registries",
                             description="A lab: the scenario's registries (real "
@@ -124,3 +139,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--workdir", default=DEFAULT_WORKDIR)
     p.add_argument("--backend", choices=("auto", "process", "container"), default="auto")
     p.set_defaults(func=_cmd_demo)
+
+    p = commands.add_parser("bench", help="measure mirrorlab against its baselines",
+                            description="Blob throughput (direct, mirrorlab, distribution's "
+                            "pull-through proxy cold and warm), manifest latency p50/p99 "
+                            "(direct vs mirrorlab) and the proxy's peak memory, on loopback.")
+    p.add_argument("--size-mib", type=int, default=256, help="blob size (default: 256)")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--requests", type=int, default=200, help="manifest requests per case")
+    p.add_argument("--out", default="bench", help="where results.json and results.md go")
+    p.add_argument("--workdir", default="bench/work")
+    p.set_defaults(func=_cmd_bench)

@@ -1,24 +1,45 @@
 """The proxy's container image, built without any base image (for offline machines).
 
 The rootfs holds the host's Python interpreter and standard library, the shared libraries
-they link, and mirrorlab installed with `pip install --target`: enough to run
-`python3 -m proxy.cli`, and what the top-level `Containerfile` produces elsewhere.
+they link, mirrorlab's packages and the installed files of its runtime dependencies (copied,
+so the build needs no network): enough to run `python3 -m proxy.cli`, as the top-level
+`Containerfile` produces elsewhere.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import sysconfig
+from importlib import metadata
 from pathlib import Path
+
+from packaging.requirements import Requirement
 
 from .backends import Podman, _libraries
 
 PROXY_IMAGE = "localhost/mirrorlab/proxy:latest"
 _SKIP = {"test", "site-packages", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
          "__pycache__", "pydoc_data"}
+
+
+def runtime_distributions(name: str) -> list[metadata.Distribution]:
+    """The installed distributions `name` needs at run time (no extras), `name` excluded."""
+    seen: dict[str, metadata.Distribution] = {}
+    pending = [name]
+    while pending:
+        current = metadata.distribution(pending.pop())
+        for text in current.requires or ():
+            requirement = Requirement(text)
+            if requirement.marker is not None and not requirement.marker.evaluate(
+                    {"extra": ""}):
+                continue  # an extra, or not for this Python
+            key = requirement.name.lower().replace("_", "-")
+            if key not in seen:
+                seen[key] = metadata.distribution(requirement.name)
+                pending.append(requirement.name)
+    return list(seen.values())
 
 
 def build_proxy_image(podman: Podman, workdir: Path, source: Path) -> str:
@@ -33,9 +54,16 @@ def build_proxy_image(podman: Podman, workdir: Path, source: Path) -> str:
     binary = Path(sys.executable).resolve()
     (root / "usr/bin").mkdir(parents=True)
     shutil.copy(binary, root / "usr/bin/python3")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir",
-                    "--target", str(root / "app"), str(source)], check=True,
-                   capture_output=True)
+    for package in ("proxy", "harness", "certs"):
+        shutil.copytree(source / package, root / "app" / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    for dist in runtime_distributions("mirrorlab"):
+        for file in dist.files or ():
+            path = Path(str(dist.locate_file(file)))
+            if path.is_file() and ".." not in file.parts:
+                target = root / "app" / file
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
     objects = [str(binary), *map(str, (root / "usr/lib/python3/lib-dynload").glob("*.so")),
                *map(str, (root / "app").rglob("*.so"))]
     for library in {lib for obj in objects for lib in _libraries(obj)}:

@@ -1,0 +1,210 @@
+"""`mirrorlab bench`: mirrorlab against its baselines, measured in one run on loopback.
+
+- a large incompressible blob: direct from the registry, through mirrorlab, and through the
+  distribution registry's own pull-through proxy (the same binary with `proxy.remoteurl`),
+  cold and warm;
+- manifest latency (p50, p99) for GET and HEAD, by tag and by digest: direct vs mirrorlab;
+- the proxy's peak resident memory while it streams the blob.
+
+Every figure is reported beside its baseline and as a ratio, never as an absolute target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .images import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, Blob, RegistryClient
+from .net import free_port, wait_for_http
+from .registry import RegistryProcess
+
+CHUNK = 1024 * 1024
+
+
+def _make_blob(size: int) -> Blob:
+    return Blob(OCI_LAYER, os.urandom(size))
+
+
+async def _fetch(session: aiohttp.ClientSession, url: str, method: str = "GET",
+                 headers: dict[str, str] | None = None) -> tuple[int, int]:
+    async with session.request(method, url, headers=headers) as response:
+        received = 0
+        async for chunk in response.content.iter_chunked(CHUNK):
+            received += len(chunk)
+        return response.status, received
+
+
+async def _throughput(url: str, size: int, reps: int) -> dict[str, Any]:
+    timings = []
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        for _ in range(reps):
+            started = time.perf_counter()
+            status, received = await _fetch(session, url)
+            elapsed = time.perf_counter() - started
+            if status != 200 or received != size:
+                raise RuntimeError(f"{url}: status {status}, {received} of {size} bytes")
+            timings.append(elapsed)
+    median = statistics.median(timings)
+    return {"seconds": [round(t, 4) for t in timings], "median_s": round(median, 4),
+            "mb_per_s": round(size / median / 1e6, 1)}
+
+
+async def _latency(url: str, method: str, accept: str, count: int) -> dict[str, float]:
+    samples = []
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        for _ in range(count):
+            started = time.perf_counter()
+            status, _ = await _fetch(session, url, method, {"Accept": accept})
+            samples.append((time.perf_counter() - started) * 1000)
+            if status != 200:
+                raise RuntimeError(f"{method} {url}: status {status}")
+    samples.sort()
+    return {"p50_ms": round(statistics.median(samples), 3),
+            "p99_ms": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))], 3)}
+
+
+class _PeakRss:
+    """Samples a process's resident memory (VmRSS) until stopped; VmHWM as a cross-check."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak_kib, self._stop = pid, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _read(self, field: str) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1])
+        return 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_kib = max(self.peak_kib, self._read("VmRSS:"))
+            time.sleep(0.02)
+
+    def __enter__(self) -> _PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_bench(workdir: Path, *, size_mib: int = 256, reps: int = 3, requests: int = 200,
+              out: Path = Path("bench")) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    size = size_mib * 1024 * 1024
+    blob = _make_blob(size)
+    config = Blob(OCI_CONFIG, b'{"architecture":"amd64","os":"linux","rootfs":{"type":'
+                  b'"layers","diff_ids":[]}}')
+    manifest = Blob(OCI_MANIFEST, json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config.descriptor(),
+        "layers": [blob.descriptor()]}).encode())
+    origin = RegistryProcess(workdir, "origin")
+    pull_through: RegistryProcess | None = None
+    proxy: subprocess.Popen[bytes] | None = None
+    results: dict[str, Any] = {"blob_mib": size_mib, "reps": reps, "requests": requests}
+    try:
+        origin.start()
+        client = RegistryClient(origin.url)
+        for item in (config, blob):
+            client.push_blob("bench/app", item)
+        client.push_manifest("bench/app", "v1", manifest)
+        layer = blob.digest
+        del blob  # free the blob before measuring the proxy's memory
+        conf = workdir / "registries.conf"
+        conf.write_text(f'[[registry]]\nlocation = "quay.io/bench"\n[[registry.mirror]]\n'
+                        f'location = "{origin.address}/bench"\ninsecure = true\n')
+        (workdir / "policy.json").write_text('{"default":[{"type":"insecureAcceptAnything"}]}')
+        port = free_port()
+        with open(workdir / "proxy.log", "wb") as log:
+            proxy = subprocess.Popen(
+                [sys.executable, "-m", "proxy.cli", "serve", "--registries-conf", str(conf),
+                 "--registries-conf-dir", str(workdir), "--policy",
+                 str(workdir / "policy.json"), "--listen", f"127.0.0.1:{port}",
+                 "--offline-names"],
+                stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL)
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", proxy, what="mirrorlab serve")
+        pull_through = RegistryProcess(workdir, "pull-through", proxy_remote=origin.url)
+        pull_through.start()
+        digest = manifest.digest
+        direct = f"{origin.url}/v2/bench/app"
+        mirrored = f"http://127.0.0.1:{port}/v2/quay.io/bench/app"
+        through = f"{pull_through.url}/v2/bench/app"
+
+        async def measure() -> None:
+            with _PeakRss(proxy.pid) as rss:
+                results["blob"] = {
+                    "direct": await _throughput(f"{direct}/blobs/{layer}", size, reps),
+                    "mirrorlab": await _throughput(f"{mirrored}/blobs/{layer}", size, reps),
+                }
+            results["blob"]["pull_through_cold"] = await _throughput(
+                f"{through}/blobs/{layer}", size, 1)
+            await asyncio.sleep(2)  # distribution commits its copy in the background
+            results["blob"]["pull_through_warm"] = await _throughput(
+                f"{through}/blobs/{layer}", size, reps)
+            results["proxy_peak_rss_mib"] = round(rss.peak_kib / 1024, 1)
+            results["manifest"] = {}
+            for name, ref in (("tag", "v1"), ("digest", digest)):
+                for method in ("GET", "HEAD"):
+                    key = f"{method} by {name}"
+                    results["manifest"][key] = {
+                        "direct": await _latency(f"{direct}/manifests/{ref}", method,
+                                                 OCI_MANIFEST, requests),
+                        "mirrorlab": await _latency(f"{mirrored}/manifests/{ref}", method,
+                                                    OCI_MANIFEST, requests),
+                    }
+
+        asyncio.run(measure())
+    finally:
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait(timeout=10)
+        for registry in (pull_through, origin):
+            if registry is not None:
+                registry.stop()
+    blob_results = results["blob"]
+    base = blob_results["direct"]["mb_per_s"]
+    results["ratios"] = {
+        "mirrorlab_vs_direct_throughput": round(blob_results["mirrorlab"]["mb_per_s"] / base, 3),
+        "pull_through_cold_vs_direct": round(
+            blob_results["pull_through_cold"]["mb_per_s"] / base, 3),
+        "pull_through_warm_vs_direct": round(
+            blob_results["pull_through_warm"]["mb_per_s"] / base, 3),
+    }
+    for key, pair in results["manifest"].items():
+        results["ratios"][f"manifest {key} p50 overhead ms"] = round(
+            pair["mirrorlab"]["p50_ms"] - pair["direct"]["p50_ms"], 3)
+    write_results(results, out)
+    return results
+
+
+def write_results(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    blob = results["blob"]
+    lines = [f"# mirrorlab bench ({results['blob_mib']} MiB blob, {results['reps']} reps, "
+             f"{results['requests']} manifest requests)", "",
+             "| blob path | MB/s (median) | vs direct |", "| --- | --- | --- |"]
+    base = blob["direct"]["mb_per_s"]
+    for name in ("direct", "mirrorlab", "pull_through_cold", "pull_through_warm"):
+        lines.append(f"| {name.replace('_', ' ')} | {blob[name]['mb_per_s']} | "
+                     f"{blob[name]['mb_per_s'] / base:.2f} |")
+    lines += ["", f"Proxy peak resident memory while streaming: "
+              f"{results['proxy_peak_rss_mib']} MiB.", "",
+              "| manifest request | direct p50 / p99 ms | mirrorlab p50 / p99 ms |",
+              "| --- | --- | --- |"]
+    for key, pair in results["manifest"].items():
+        lines.append(f"| {key} | {pair['direct']['p50_ms']} / {pair['direct']['p99_ms']} | "
+                     f"{pair['mirrorlab']['p50_ms']} / {pair['mirrorlab']['p99_ms']} |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
