@@ -1,0 +1,24 @@
+"""`mirrorlab bench` runs end to end on a small blob and writes comparable results.
+(Speed is measured by `make bench`, not asserted by tests.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.bench import run_bench
+
+
+def test_bench_writes_results_beside_their_baselines(tmp_path: Path) -> None:
+    results = run_bench(tmp_path / "work", size_mib=4, reps=1, requests=5,
+                        out=tmp_path / "out")
+    saved = json.loads((tmp_path / "out/results.json").read_text())
+    assert saved == results
+    assert set(results["blob"]) == {"direct", "mirrorlab", "pull_through_cold",
+                                    "pull_through_warm"}
+    assert all(case["mb_per_s"] > 0 for case in results["blob"].values())
+    assert set(results["manifest"]) == {f"{m} by {k}" for m in ("GET", "HEAD")
+                                        for k in ("tag", "digest")}
+    assert 0 < results["proxy_peak_rss_mib"] < 1024
+    assert results["ratios"]["mirrorlab_vs_direct_throughput"] > 0
+    assert "| mirrorlab |" in (tmp_path / "out/results.md").read_text()
