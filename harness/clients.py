@@ -23,10 +23,12 @@ class PodmanClient:
         self.base = ["podman", "--root", str(workdir / "store"), "--runroot", self.runroot,
                      "--storage-driver", "vfs"]
 
-    def pull(self, ref: str, on_line: Callable[[str], None] | None = None
-             ) -> subprocess.CompletedProcess[str]:
-        """Pull over plain HTTP to the proxy; `on_line` sees podman's output as it comes."""
-        command = [*self.base, "pull", "--tls-verify=false", ref]
+    def pull(self, ref: str, on_line: Callable[[str], None] | None = None, *,
+             cert_dir: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Pull from the proxy: over HTTPS verified with the CA in `cert_dir`, or over plain
+        HTTP; `on_line` sees podman's output as it comes."""
+        tls = ["--cert-dir", cert_dir] if cert_dir else ["--tls-verify=false"]
+        command = [*self.base, "pull", *tls, ref]
         if on_line is None:
             return subprocess.run(command, capture_output=True, text=True, env=self.env,
                                   timeout=600, check=False)

@@ -140,6 +140,14 @@ class Lab:
     def _up(self, state: LabState, backend: ContainerBackend | ProcessBackend) -> None:
         certs = self.workdir / "certs"
         cas = {ca.name: (LabCA(ca.name, certs / ca.name), ca.trust) for ca in self.scenario.cas}
+        # The proxy's own serving certificate, and a client cert dir that trusts it:
+        # `mirrorlab serve --tls-cert certs/proxy/proxy.crt --tls-key certs/proxy/proxy.key`,
+        # `podman pull --cert-dir certs/proxy-trust 127.0.0.1:PORT/...`.
+        proxy_ca = LabCA("proxy", certs / "proxy")
+        proxy_ca.issue("proxy", "localhost")
+        trust = certs / "proxy-trust"
+        trust.mkdir(parents=True, exist_ok=True)
+        (trust / "ca.crt").write_bytes(proxy_ca.pem)
         bundle = certs / "system-bundle.pem"
         system_pems = [Path(SYSTEM_BUNDLE).read_bytes()] if Path(SYSTEM_BUNDLE).exists() else []
         bundle.write_bytes(b"".join(system_pems + [ca.pem for ca, trust in cas.values()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -98,6 +99,7 @@ class ProxyProcess:
 
     def __init__(self, work: Path, conf: str, lab: Upstreams, *, policy: str = ACCEPT_ALL,
                  auth: dict[str, object] | None = None, extra: tuple[str, ...] = ()) -> None:
+        self.scheme = "https" if "--tls-cert" in extra else "http"
         work.mkdir(parents=True, exist_ok=True)
         if auth is not None:
             (work / "auth.json").write_text(json.dumps(auth))
@@ -119,8 +121,11 @@ class ProxyProcess:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL)
+        unverified = ssl.create_default_context()
+        unverified.check_hostname, unverified.verify_mode = False, ssl.CERT_NONE
         try:
-            wait_for_http(f"{self.url}/healthz", self.process, what="mirrorlab serve")
+            wait_for_http(f"{self.url}/healthz", self.process, what="mirrorlab serve",
+                          context=unverified if self.scheme == "https" else None)
         except RuntimeError as error:
             self.stop()
             raise RuntimeError(f"{error}\n{self.log_path.read_text()}") from None
@@ -131,7 +136,7 @@ class ProxyProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}"
+        return f"{self.scheme}://{self.address}"
 
     def stop(self) -> None:
         if self.process.poll() is None:

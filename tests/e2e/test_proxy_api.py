@@ -326,3 +326,22 @@ def test_a_tag_pull_does_not_make_later_digest_pulls_sticky(clean_lab: Lab,
     status, headers, _ = proxy.get(f"/v2/quay.io/ns/app/manifests/{app.digest}", OCI_MANIFEST)
     assert status == 200
     assert headers["X-Mirrorlab-Source"].startswith(lab.faults.address + "/")
+
+
+def test_proxy_serves_tls_that_podman_verifies(clean_lab: Lab, proxy_factory: Factory,
+                                               podman: Podman, tmp_path: Path) -> None:
+    """`serve --tls-cert`: podman pulls over HTTPS, trusting only a cert dir's CA."""
+    ca = LabCA("proxy", tmp_path / "proxy-ca")
+    issued = ca.issue("proxy", "localhost")
+    trust = tmp_path / "trust"
+    trust.mkdir()
+    (trust / "ca.crt").write_bytes(ca.pem)
+    proxy = proxy_factory(clean_lab, chain(clean_lab),
+                          extra=("--tls-cert", str(issued.cert), "--tls-key", str(issued.key)))
+    app = clean_lab.images["app"]
+    ref = f"{proxy.address}/quay.io/ns/app@{app.digest}"
+    result = podman.pull(ref, cert_dir=str(trust))
+    assert result.returncode == 0, result.stderr
+    assert podman.digest(ref) == app.digest
+    untrusted = podman.pull(ref, cert_dir=str(tmp_path))  # no CA: verification must fail
+    assert untrusted.returncode != 0 and "certificate" in untrusted.stderr
