@@ -145,9 +145,9 @@ class Lab:
         # `podman pull --cert-dir certs/proxy-trust 127.0.0.1:PORT/...`.
         proxy_ca = LabCA("proxy", certs / "proxy")
         proxy_ca.issue("proxy", "localhost")
-        trust = certs / "proxy-trust"
-        trust.mkdir(parents=True, exist_ok=True)
-        (trust / "ca.crt").write_bytes(proxy_ca.pem)
+        proxy_trust = certs / "proxy-trust"
+        proxy_trust.mkdir(parents=True, exist_ok=True)
+        (proxy_trust / "ca.crt").write_bytes(proxy_ca.pem)
         bundle = certs / "system-bundle.pem"
         system_pems = [Path(SYSTEM_BUNDLE).read_bytes()] if Path(SYSTEM_BUNDLE).exists() else []
         bundle.write_bytes(b"".join(system_pems + [ca.pem for ca, trust in cas.values()
