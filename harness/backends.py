@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +136,9 @@ class ContainerBackend:
         mounts = {str(registry.dir.resolve())}
         if registry.tls:
             mounts.add(str(Path(registry.tls.cert).resolve().parent))
+        token = (registry.auth or {}).get("token")
+        if isinstance(token, dict) and token.get("rootcertbundle"):
+            mounts.add(str(Path(str(token["rootcertbundle"])).resolve().parent))
         volumes = [arg for path in sorted(mounts) for arg in ("-v", f"{path}:{path}:z")]
         name = f"mirrorlab-{self.lab_name}-{registry.name}"
         self.podman.run("rm", "-f", name, check=False)
@@ -150,27 +154,45 @@ class ContainerBackend:
         return handle
 
 
-def kill_group(pid: int, grace: float = 10.0) -> None:
-    """SIGTERM a process group (each lab process leads its own), SIGKILL after `grace`."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
+def kill_groups(pids: list[int], grace: float = 10.0) -> None:
+    """SIGTERM process groups (each lab process leads its own) all at once, then wait for
+    them together; SIGKILL what is left after `grace`."""
+    living = []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+            living.append(pid)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
+    while living and time.monotonic() < deadline:
         time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+        living = [pid for pid in living if _exists(pid)]
+    for pid in living:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def kill_group(pid: int, grace: float = 10.0) -> None:
+    kill_groups([pid], grace)
 
 
 def stop_handle(handle: Handle, podman: Podman | None) -> None:
     """Stop a registry process or container recorded in a state file."""
-    if handle.kind == "process":
-        kill_group(int(handle.ident))
-    elif podman is not None:
-        podman.run("rm", "-f", "-t", "2", handle.ident, check=False, timeout=60)
+    stop_handles([handle], podman)
+
+
+def stop_handles(handles: list[Handle], podman: Podman | None, also: Sequence[int] = ()
+                 ) -> None:
+    """Stop registries (and the processes `also`) together, not one after another."""
+    containers = [h.ident for h in handles if h.kind == "container"]
+    if containers and podman is not None:
+        podman.run("rm", "-f", "-t", "2", *containers, check=False, timeout=120)
+    kill_groups([int(h.ident) for h in handles if h.kind == "process"] + list(also))
 

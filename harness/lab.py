@@ -9,6 +9,7 @@ it from another command, by PID or container id.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -30,14 +31,15 @@ from .backends import (
     ProcessBackend,
     build_registry_image,
     containers_work,
-    kill_group,
     stop_handle,
+    stop_handles,
 )
 from .faults import Fault, FaultControl
 from .images import Image, ImageIndex, RegistryClient, make_image, make_index
 from .net import free_port, wait_for_http, wait_for_port
 from .registry import RegistryProcess, TlsFiles
 from .scenario import Scenario
+from .tokenauth import ISSUER
 
 SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
@@ -52,6 +54,8 @@ class RegistryState:
     front_pid: int
     tls: bool
     stopped: bool = False
+    token_pid: int = 0
+    token_port: int = 0
 
 
 @dataclass
@@ -155,6 +159,7 @@ class Lab:
         images = self._images()
         state.digests = {name: image.digest for name, image in images.items()}
         config_map: dict[str, str] = {}
+        auths: dict[str, dict[str, str]] = {}
         for spec in self.scenario.registries:
             tls = None
             if spec.tls:
@@ -165,6 +170,22 @@ class Lab:
                     config_map[spec.name] = ca.pem.decode()
             registry = RegistryProcess(self.workdir / "registries", spec.name, tls=tls)
             handle = backend.start(registry)
+            client = RegistryClient(registry.url, tls.ca if tls else None)
+            for content in spec.content:
+                client.push_image(content.repo, images[content.image], content.tag)
+            token_pid = token_port = 0
+            if spec.users:  # seeded openly; from now on it wants tokens
+                token_pid, token_port = self._start_token_server(spec.name, spec.users)
+                stop_handle(handle, backend.podman if isinstance(backend, ContainerBackend)
+                            else None)
+                registry.auth = {"token": {
+                    "realm": f"http://auth.{spec.name}/token", "service": "mirrorlab-lab",
+                    "issuer": ISSUER, "rootcertbundle": str(
+                        self.workdir / "tokens" / spec.name / "token-ca.pem")}}
+                handle = backend.start(registry)
+                user, password = spec.users[0]
+                secret = base64.b64encode(f"{user}:{password}".encode()).decode()
+                auths[spec.name] = {"auth": secret}
             front_port, control_port = free_port(), free_port()
             command = [sys.executable, "-m", "harness.faults", "--listen",
                        f"127.0.0.1:{front_port}", "--control", str(control_port),
@@ -173,13 +194,23 @@ class Lab:
                 command += ["--upstream-ca", tls.ca, "--tls", tls.cert, tls.key]
             front = _spawn(command, self.workdir / "logs" / f"front-{spec.name}.log")
             state.registries.append(RegistryState(spec.name, registry.port, front_port,
-                                                  control_port, handle, front.pid, bool(tls)))
+                                                  control_port, handle, front.pid, bool(tls),
+                                                  token_pid=token_pid, token_port=token_port))
             wait_for_port("127.0.0.1", control_port, front, what=f"fault proxy of {spec.name}")
-            client = RegistryClient(registry.url, tls.ca if tls else None)
-            for content in spec.content:
-                client.push_image(content.repo, images[content.image], content.tag)
+        (self.workdir / "auth.json").write_text(json.dumps({"auths": auths}))
         self._render(config_map)
         self._start_proxy(state, bundle)
+
+    def _start_token_server(self, name: str, users: tuple[tuple[str, str], ...]
+                            ) -> tuple[int, int]:
+        """A token server process for one registry; its signing CA goes in tokens/NAME."""
+        port = free_port()
+        command = [sys.executable, "-m", "harness.tokenauth", "--listen", f"127.0.0.1:{port}",
+                   "--workdir", str(self.workdir / "tokens" / name),
+                   *(arg for user, password in users for arg in ("--user", f"{user}:{password}"))]
+        process = _spawn(command, self.workdir / "logs" / f"tokens-{name}.log")
+        wait_for_port("127.0.0.1", port, process, what=f"token server of {name}")
+        return process.pid, port
 
     def _images(self) -> dict[str, Image | ImageIndex]:
         images: dict[str, Image | ImageIndex] = {}
@@ -218,6 +249,8 @@ class Lab:
                    "--read-timeout", "5", "--auth-file", str(self.workdir / "auth.json")]
         for registry in state.registries:
             command += ["--resolve", f"{registry.name}=127.0.0.1:{registry.front_port}"]
+            if registry.token_port:
+                command += ["--resolve", f"auth.{registry.name}=127.0.0.1:{registry.token_port}"]
         env = {**os.environ, "SSL_CERT_FILE": str(bundle)}
         proxy = _spawn(command, self.workdir / "logs" / "proxy.log", env)
         state.proxy_pid = proxy.pid
@@ -244,15 +277,15 @@ class Lab:
             return []
         state = LabState.load(workdir)
         stopped = []
+        pids = [state.proxy_pid] if state.proxy_pid else []
         if state.proxy_pid:
-            kill_group(state.proxy_pid)
             stopped.append(f"mirrorlab serve (pid {state.proxy_pid})")
         podman = Podman(workdir) if state.backend == "container" else None
         for registry in state.registries:
-            kill_group(registry.front_pid)
-            stop_handle(registry.handle, podman)
+            pids += [pid for pid in (registry.front_pid, registry.token_pid) if pid]
             stopped.append(f"{registry.name}: {registry.handle.kind} {registry.handle.ident[:12]}"
                            f", fault proxy pid {registry.front_pid}")
+        stop_handles([r.handle for r in state.registries if not r.stopped], podman, pids)
         path.unlink()
         return stopped
 

@@ -55,6 +55,9 @@ class RegistrySpec:
     tls: str | None = None
     """The CA that signs its certificate, or None for plain HTTP."""
     content: tuple[Content, ...] = ()
+    users: tuple[tuple[str, str], ...] = ()
+    """With users, the registry requires token auth; the proxy gets the first user's
+    credentials in its auth.json."""
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,7 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
     for name, spec in _mapping(top.get("registries"), f"{path}: registries",
                                set(top.get("registries") or {})).items():
         where = f"{path}: registries.{name}"
-        spec = _mapping(spec, where, {"tls", "content"})
+        spec = _mapping(spec, where, {"tls", "content", "auth"})
         if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", str(name)):
             raise ConfigError(f"{where}: a registry name is a host name without port")
         tls = spec.get("tls")
@@ -170,7 +173,11 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
                 raise ConfigError(f"{where}.content[{index}]: {error}") from None
             content.append(Content(str(item["repo"]), str(item["image"]),
                                    str(item["tag"]) if item.get("tag") else None))
-        registries.append(RegistrySpec(str(name), tls, tuple(content)))
+        auth = _mapping(spec.get("auth"), f"{where}.auth", set(spec.get("auth") or {}))
+        users = tuple((str(user), str(password)) for user, password in auth.items())
+        if any(":" in user or not password for user, password in users):
+            raise ConfigError(f"{where}.auth: user names without ':' and non-empty passwords")
+        registries.append(RegistrySpec(str(name), tls, tuple(content), users))
     names = {r.name for r in registries}
     config = _mapping(top.get("config"), f"{path}: config", {"crs"})
     if not isinstance(config.get("crs"), str):

@@ -122,3 +122,30 @@ class TokenServer:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m harness.tokenauth --listen H:P --workdir DIR --user NAME:PASSWORD`."""
+    import argparse
+    import signal
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m harness.tokenauth")
+    parser.add_argument("--listen", required=True)
+    parser.add_argument("--workdir", required=True, help="the signing CA goes here")
+    parser.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD")
+    args = parser.parse_args(argv)
+    host, _, port = args.listen.rpartition(":")
+    users = dict(item.split(":", 1) for item in args.user)
+    server = TokenServer(Path(args.workdir), users, host=host, port=int(port)).start()
+    stopped = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopped.set())
+    print(f"token server on {host}:{port}", flush=True)
+    stopped.wait()
+    server.stop()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -51,3 +51,17 @@ def test_lab_up_status_down(tmp_path: Path) -> None:
     assert not alive(state.proxy_pid)
     assert not any(alive(r.front_pid) or alive(int(r.handle.ident)) for r in state.registries)
     assert "no lab is up" in run("lab", "down", "--workdir", str(workdir)).stdout
+
+
+def test_scenario_with_a_token_auth_registry(tmp_path: Path) -> None:
+    scenario = load_scenario(str(Path(__file__).parent / "scenarios" / "token-auth.yaml"))
+    results, _ = run_demo(scenario, tmp_path / "lab", backend="process", keep=True)
+    try:
+        assert {r.title: r.failures for r in results if r.failures} == {}
+        first = [a for a in results[0].attempts if a.kind == "manifest"]
+        assert [(a.source.split("/")[0], a.outcome) for a in first] == [
+            ("mirror.example.com", "not_found"), ("private.example.com", "served")]
+        tokens = (tmp_path / "lab" / "logs").glob("tokens-*.log")
+        assert [p.name for p in tokens] == ["tokens-private.example.com.log"]
+    finally:
+        run("lab", "down", "--workdir", str(tmp_path / "lab"))
