@@ -82,6 +82,8 @@ class FaultProxy:
         self._session: aiohttp.ClientSession | None = None
         self._hung: list[asyncio.Future[None]] = []
         self.control_port = control_port
+        self._transports: set[asyncio.Transport] = set()
+        """Client connections seen, so that `refuse` can drop the established ones too."""
         self._control: web.AppRunner | None = None
 
     @property
@@ -148,6 +150,10 @@ class FaultProxy:
         if fault.kind == "refuse" and self._site is not None:
             await self._site.stop()
             self._site = None
+        if fault.kind == "refuse":  # a dead host also drops its kept-alive connections
+            for transport in self._transports:
+                transport.abort()
+            self._transports.clear()
         elif fault.kind != "refuse" and previous.kind == "refuse":
             await self._listen()
         if fault.kind != "hang":
@@ -182,6 +188,9 @@ class FaultProxy:
         return [r for r in self.requests if re.search(pattern, r)]
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
+        if request.transport is not None:
+            self._transports = {t for t in self._transports if not t.is_closing()}
+            self._transports.add(request.transport)
         self.requests.append(f"{request.method} {request.path_qs}")
         self.headers_seen.append(dict(request.headers))
         fault = self.fault
