@@ -129,6 +129,8 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         mark = error.problem_mark
         where = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: invalid YAML: {error.problem}") from None
+    except yaml.YAMLError as error:  # e.g. a control character the reader refuses
+        raise ConfigError(f"{path}: invalid YAML: {str(error).splitlines()[0]}") from None
     top = _mapping(raw, path, {"name", "description", "cas", "images", "registries",
                                "config", "steps"})
     cas = []

@@ -52,12 +52,27 @@ def parse_auth_file(text: str, path: str, *, legacy: bool = False) -> AuthFile:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: not a JSON object")
     if legacy:
+        _check_entries(path, raw)
         return AuthFile(path, raw, {}, legacy=True)
     auths = raw.get("auths", {})
     helpers = raw.get("credHelpers", {})
     if not isinstance(auths, dict) or not isinstance(helpers, dict):
         raise ConfigError(f'{path}: "auths" and "credHelpers" must be JSON objects')
+    _check_entries(path, auths)
+    for registry, helper in helpers.items():
+        if not isinstance(helper, str):
+            raise ConfigError(f'{path}: credHelpers["{registry}"] must be a string')
     return AuthFile(path, auths, helpers)
+
+
+def _check_entries(path: str, auths: Mapping[str, Any]) -> None:
+    """Every `auths` entry is an object whose `auth` and `identitytoken` are strings."""
+    for key, entry in auths.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f'{path}: auths["{key}"] must be a JSON object')
+        for field in ("auth", "identitytoken"):
+            if entry.get(field) is not None and not isinstance(entry[field], str):
+                raise ConfigError(f'{path}: auths["{key}"].{field} must be a string')
 
 
 def auth_keys(name: str) -> list[str]:

@@ -237,11 +237,12 @@ class Proxy:
                        handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                        ) -> web.StreamResponse:
         request[REQUEST_ID] = next(_REQUEST_IDS)
+        kind = _request_kind(request.path)
         try:
             response = await handler(request)
-        except web.HTTPException as error:
-            response = error
-        kind = _request_kind(request.path)
+        except web.HTTPException as error:  # aiohttp's own 404/405: counted, then raised
+            self.metrics.requests.labels(kind, str(error.status)).inc()
+            raise
         self.metrics.requests.labels(kind, str(response.status)).inc()
         return response
 
