@@ -146,3 +146,10 @@ def test_errors_are_one_line_with_status_2(node: Path, tmp_path: Path, args: lis
     assert lines[0].startswith("error: ")
     assert message.format(tmp=tmp_path) in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_serve_listens_on_loopback_by_default() -> None:
+    from proxy.cli import build_parser
+
+    args = build_parser().parse_args(["serve"])
+    assert args.listen == "127.0.0.1:5000"

@@ -45,7 +45,9 @@ def test_token_auth_with_credentials(auth_lab: AuthLab, proxy_factory: Factory,
     assert podman.digest(ref) == auth_lab.image.digest
     assert ("repository:ns/private:pull", "puller") in [
         (r.scope, r.user) for r in auth_lab.tokens.seen]
-    assert "s3cret-pw" not in proxy.log_path.read_text()
+    log = proxy.log_path.read_text()
+    assert "s3cret-pw" not in log and "puller:" not in log
+    assert "eyJ" not in log, "a bearer token (JWT) reached the log"
 
 
 def test_token_auth_without_credentials_is_denied(auth_lab: AuthLab,
