@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import signal
 import ssl
 import sys
 import threading
@@ -28,7 +27,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .net import free_port
+from .net import free_port, run_until_terminated
 
 FAULT_KINDS = ("none", "refuse", "hang", "reset", "truncate", "slow", "corrupt", "status",
                "redirect")
@@ -291,13 +290,8 @@ def main(argv: list[str] | None = None) -> int:
                        server_tls=tuple(args.tls) if args.tls else None,
                        control_port=args.control)
     proxy.start()
-    stopped = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stopped.set())
-    print(f"fault proxy on {proxy.address}, control on 127.0.0.1:{args.control}", flush=True)
-    stopped.wait()
-    proxy.stop()
-    return 0
+    return run_until_terminated(
+        proxy.stop, f"fault proxy on {proxy.address}, control on 127.0.0.1:{args.control}")
 
 
 if __name__ == "__main__":

@@ -65,3 +65,17 @@ def wait_for_port(host: str, port: int, process: subprocess.Popen[bytes] | None,
             return sock.connect_ex((host, port)) == 0
 
     _poll(accepts, process, what, log, timeout)
+
+
+def run_until_terminated(stop: Callable[[], None], message: str) -> int:
+    """For the lab's helper processes: print `message`, wait for SIGTERM or SIGINT, stop."""
+    import signal
+    import threading
+
+    stopped = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopped.set())
+    print(message, flush=True)
+    stopped.wait()
+    stop()
+    return 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,9 +150,3 @@ class RegistryProcess:
                  tb: TracebackType | None) -> None:
         self.stop()
 
-
-def connection_refused(host: str, port: int) -> bool:
-    """True when nothing listens at host:port (a dead mirror)."""
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) != 0

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509 import load_pem_x509_certificate
 
-from .net import free_port
+from .net import free_port, run_until_terminated
 
 ISSUER = "mirrorlab-lab-token-issuer"
 
@@ -127,8 +127,6 @@ class TokenServer:
 def main(argv: list[str] | None = None) -> int:
     """`python -m harness.tokenauth --listen H:P --workdir DIR --user NAME:PASSWORD`."""
     import argparse
-    import signal
-    import sys
 
     parser = argparse.ArgumentParser(prog="python -m harness.tokenauth")
     parser.add_argument("--listen", required=True)
@@ -138,14 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     host, _, port = args.listen.rpartition(":")
     users = dict(item.split(":", 1) for item in args.user)
     server = TokenServer(Path(args.workdir), users, host=host, port=int(port)).start()
-    stopped = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stopped.set())
-    print(f"token server on {host}:{port}", flush=True)
-    stopped.wait()
-    server.stop()
-    sys.exit(0)
+    return run_until_terminated(server.stop, f"token server on {host}:{port}")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

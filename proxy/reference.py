@@ -94,11 +94,6 @@ class ImageReference:
                 text = text[len(OFFICIAL_REPO_PREFIX) :]
         return text
 
-    def with_tag(self, tag: str) -> ImageReference:
-        if not TAG_PATTERN.fullmatch(tag):
-            raise InvalidReference("invalid tag format")
-        return ImageReference(self.domain, self.path, tag, None)
-
     def with_digest(self, digest: str) -> ImageReference:
         validate_digest(digest)
         return ImageReference(self.domain, self.path, None, digest)
@@ -161,15 +156,6 @@ def split_domain(text: str) -> tuple[str, str]:
     if domain == DEFAULT_DOMAIN and "/" not in remainder:
         remainder = OFFICIAL_REPO_PREFIX + remainder
     return domain, remainder
-
-
-def is_short_name(text: str) -> bool:
-    """True when the first component is not a registry (containers/image short names)."""
-    slash = text.find("/")
-    if slash == -1:
-        return True
-    first = text[:slash]
-    return "." not in first and ":" not in first and first != "localhost"
 
 
 def parse_normalized(text: str) -> ImageReference:
