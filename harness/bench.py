@@ -4,7 +4,9 @@
   distribution registry's own pull-through proxy (the same binary with `proxy.remoteurl`),
   cold and warm;
 - manifest latency (p50, p99) for GET and HEAD, by tag and by digest: direct vs mirrorlab;
-- the proxy's peak resident memory while it streams the blob.
+- the proxy's peak resident memory while it streams the blob;
+- failover cost: what a pull pays when the first mirror refuses connections or accepts and
+  hangs (bounded by the read timeout), for the first pull and, with the cool-down on, later.
 
 Every figure is reported beside its baseline and as a ratio, never as an absolute target.
 """
@@ -24,6 +26,7 @@ from typing import Any
 
 import aiohttp
 
+from .faults import Fault, FaultProxy
 from .images import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, Blob, RegistryClient
 from .net import free_port, wait_for_http
 from .registry import RegistryProcess
@@ -100,6 +103,37 @@ class _PeakRss:
         self._thread.join()
 
 
+READ_TIMEOUT = 2.0
+
+
+async def _failover(base: str, digest: str, fronts: dict[str, FaultProxy],
+                    later: int = 20) -> dict[str, Any]:
+    """Extra ms per pull when the first mirror refuses or hangs, first pull and later ones
+    (the cool-down skips a host after two connection-level failures). Each case has its own
+    first-mirror host, so one case's cool-down cannot hide the other's cost."""
+    async def timed(url: str) -> float:
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            started = time.perf_counter()
+            status, _ = await _fetch(session, url, "GET", {"Accept": OCI_MANIFEST})
+            if status != 200:
+                raise RuntimeError(f"failover pull: status {status}")
+            return (time.perf_counter() - started) * 1000
+
+    figures: dict[str, Any] = {"read_timeout_s": READ_TIMEOUT}
+    for name, fault in (("refused", Fault("refuse")),
+                        ("hung", Fault("hang", path="/manifests/"))):
+        url = f"{base}/quay.io/failover-{name}/app/manifests/{digest}"
+        healthy = statistics.median([await timed(url) for _ in range(later)])
+        fronts[name].set(fault)
+        first = [await timed(url) for _ in range(2)]  # the cool-down needs two failures
+        rest = statistics.median([await timed(url) for _ in range(later)])
+        fronts[name].set(Fault())
+        figures[name] = {"healthy_p50_ms": round(healthy, 3),
+                         "first_pulls_extra_ms": [round(t - healthy, 1) for t in first],
+                         "later_p50_extra_ms": round(rest - healthy, 3)}
+    return figures
+
+
 def run_bench(workdir: Path, *, size_mib: int = 256, reps: int = 3, requests: int = 200,
               out: Path = Path("bench")) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -113,6 +147,7 @@ def run_bench(workdir: Path, *, size_mib: int = 256, reps: int = 3, requests: in
     origin = RegistryProcess(workdir, "origin")
     pull_through: RegistryProcess | None = None
     proxy: subprocess.Popen[bytes] | None = None
+    fronts: dict[str, FaultProxy] = {}
     results: dict[str, Any] = {"blob_mib": size_mib, "reps": reps, "requests": requests}
     try:
         origin.start()
@@ -123,8 +158,15 @@ def run_bench(workdir: Path, *, size_mib: int = 256, reps: int = 3, requests: in
         layer = blob.digest
         del blob  # free the blob before measuring the proxy's memory
         conf = workdir / "registries.conf"
-        conf.write_text(f'[[registry]]\nlocation = "quay.io/bench"\n[[registry.mirror]]\n'
-                        f'location = "{origin.address}/bench"\ninsecure = true\n')
+        text = (f'[[registry]]\nlocation = "quay.io/bench"\n[[registry.mirror]]\n'
+                f'location = "{origin.address}/bench"\ninsecure = true\n')
+        for name in ("refused", "hung"):
+            fronts[name] = FaultProxy(origin.url).start()
+            text += (f'[[registry]]\nlocation = "quay.io/failover-{name}"\n'
+                     f'[[registry.mirror]]\nlocation = "{fronts[name].address}/bench"\n'
+                     f'insecure = true\n[[registry.mirror]]\n'
+                     f'location = "{origin.address}/bench"\ninsecure = true\n')
+        conf.write_text(text)
         (workdir / "policy.json").write_text('{"default":[{"type":"insecureAcceptAnything"}]}')
         port = free_port()
         with open(workdir / "proxy.log", "wb") as log:
@@ -132,7 +174,7 @@ def run_bench(workdir: Path, *, size_mib: int = 256, reps: int = 3, requests: in
                 [sys.executable, "-m", "proxy.cli", "serve", "--registries-conf", str(conf),
                  "--registries-conf-dir", str(workdir), "--policy",
                  str(workdir / "policy.json"), "--listen", f"127.0.0.1:{port}",
-                 "--offline-names"],
+                 "--offline-names", "--read-timeout", str(READ_TIMEOUT)],
                 stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL)
         wait_for_http(f"http://127.0.0.1:{port}/healthz", proxy, what="mirrorlab serve")
         pull_through = RegistryProcess(workdir, "pull-through", proxy_remote=origin.url)
@@ -154,6 +196,7 @@ def run_bench(workdir: Path, *, size_mib: int = 256, reps: int = 3, requests: in
             results["blob"]["pull_through_warm"] = await _throughput(
                 f"{through}/blobs/{layer}", size, reps)
             results["proxy_peak_rss_mib"] = round(rss.peak_kib / 1024, 1)
+            results["failover"] = await _failover(f"http://127.0.0.1:{port}/v2", digest, fronts)
             results["manifest"] = {}
             for name, ref in (("tag", "v1"), ("digest", digest)):
                 for method in ("GET", "HEAD"):
@@ -167,6 +210,8 @@ def run_bench(workdir: Path, *, size_mib: int = 256, reps: int = 3, requests: in
 
         asyncio.run(measure())
     finally:
+        for front in fronts.values():
+            front.stop()
         if proxy is not None:
             proxy.terminate()
             proxy.wait(timeout=10)
@@ -207,4 +252,14 @@ def write_results(results: dict[str, Any], out: Path) -> None:
     for key, pair in results["manifest"].items():
         lines.append(f"| {key} | {pair['direct']['p50_ms']} / {pair['direct']['p99_ms']} | "
                      f"{pair['mirrorlab']['p50_ms']} / {pair['mirrorlab']['p99_ms']} |")
+    failover = results.get("failover")
+    if failover:
+        lines += ["", f"Failover, first mirror broken (read timeout "
+                  f"{failover['read_timeout_s']} s; the cool-down skips it after two failures):",
+                  "", "| first mirror | healthy p50 ms | extra ms, first two pulls | "
+                  "extra ms p50, later pulls |", "| --- | --- | --- | --- |"]
+        for name in ("refused", "hung"):
+            case = failover[name]
+            lines.append(f"| {name} | {case['healthy_p50_ms']} | "
+                         f"{case['first_pulls_extra_ms']} | {case['later_p50_extra_ms']} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")

@@ -78,7 +78,9 @@ class CoolDown:
             self._failures.pop(host, None)
             self._until.pop(host, None)
         elif outcome in HOST_FAILURES:
-            count = self._failures.get(host, 0) + 1
+            # A timeout already cost a whole read timeout: it trips the cool-down alone.
+            count = self._failures.get(host, 0) + (self.threshold if outcome == "timeout"
+                                                   else 1)
             self._failures[host] = count
             if count >= self.threshold and self.seconds > 0:
                 self._until[host] = self.clock() + self.seconds

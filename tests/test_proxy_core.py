@@ -122,6 +122,14 @@ def test_cooldown_skips_a_failing_host_for_a_while() -> None:
     assert cool.order(steps)[1] == []
 
 
+def test_one_timeout_trips_the_cooldown() -> None:
+    """A hung mirror should cost only the first pull, not one read timeout per pull."""
+    cool = CoolDown(seconds=30, threshold=2)
+    steps = [_step("m1.io"), _step("m2.io")]
+    cool.record("m1.io", "timeout")
+    assert cool.order(steps)[1] == [steps[0]]
+
+
 def test_cooldown_never_skips_every_usable_source() -> None:
     cool = CoolDown(seconds=30, threshold=1)
     steps = [_step("m1.io"), _step("q.io", blocked=True)]
