@@ -107,7 +107,9 @@ def test_concurrent_pulls_while_mirrors_flap(lab: LabState) -> None:
     assert outcomes.count("ok") >= PULLS // 2, outcomes  # the source never flaps
     assert set(outcomes) <= {"ok", "cut"} | {o for o in outcomes if o[-3:].isdigit()}
     assert reloads > 0
-    deadline = time.monotonic() + 20  # idle upstream connections may linger a moment
+    # Idle upstream keep-alive connections close after aiohttp's keep-alive timeout (15 s)
+    # and its lazy clean-up: measured here, back to the baseline about 30 s after the load.
+    deadline = time.monotonic() + 60
     while _fds(lab.proxy_pid) > baseline_fds + 4 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _fds(lab.proxy_pid) <= baseline_fds + 4, "the proxy leaked file descriptors"
