@@ -5,6 +5,8 @@
   cold and warm;
 - manifest latency (p50, p99) for GET and HEAD, by tag and by digest: direct vs mirrorlab;
 - the proxy's peak resident memory while it streams the blob;
+- 32 and 128 concurrent pulls of a many-layer image: aggregate throughput and p99 pull time,
+  direct vs mirrorlab, and the proxy's peak memory under 128 pulls;
 - failover cost: what a pull pays when the first mirror refuses connections or accepts and
   hangs (bounded by the read timeout), for the first pull and, with the cool-down on, later.
 
@@ -27,7 +29,7 @@ from typing import Any
 import aiohttp
 
 from .faults import Fault, FaultProxy
-from .images import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, Blob, RegistryClient
+from .images import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, Blob, RegistryClient, make_image
 from .net import free_port, wait_for_http
 from .registry import RegistryProcess
 
@@ -104,6 +106,36 @@ class _PeakRss:
 
 
 READ_TIMEOUT = 2.0
+MANY_LAYERS = 16
+LAYER_SIZE = 512 * 1024
+
+
+async def _pull_all(session: aiohttp.ClientSession, base: str, ref: str) -> tuple[float, int]:
+    """One pull as a client makes it: the manifest, then every blob. Seconds and bytes."""
+    started = time.perf_counter()
+    async with session.get(f"{base}/manifests/{ref}", headers={"Accept": OCI_MANIFEST}) as r:
+        if r.status != 200:
+            raise RuntimeError(f"{base}: manifest status {r.status}")
+        manifest = json.loads(await r.read())
+    received = 0
+    for blob in [manifest["config"], *manifest["layers"]]:
+        status, size = await _fetch(session, f"{base}/blobs/{blob['digest']}")
+        if status != 200:
+            raise RuntimeError(f"{base}: blob status {status}")
+        received += size
+    return time.perf_counter() - started, received
+
+
+async def _concurrent(base: str, ref: str, pulls: int) -> dict[str, float]:
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(auto_decompress=False, connector=connector) as session:
+        started = time.perf_counter()
+        done = await asyncio.gather(*(_pull_all(session, base, ref) for _ in range(pulls)))
+        wall = time.perf_counter() - started
+    times = sorted(seconds for seconds, _ in done)
+    return {"wall_s": round(wall, 3),
+            "aggregate_mb_per_s": round(sum(size for _, size in done) / wall / 1e6, 1),
+            "p99_pull_s": round(times[min(len(times) - 1, int(len(times) * 0.99))], 3)}
 
 
 async def _failover(base: str, digest: str, fronts: dict[str, FaultProxy],
@@ -155,6 +187,8 @@ def run_bench(workdir: Path, *, size_mib: int = 256, reps: int = 3, requests: in
         for item in (config, blob):
             client.push_blob("bench/app", item)
         client.push_manifest("bench/app", "v1", manifest)
+        many = make_image("bench-many", (LAYER_SIZE,) * MANY_LAYERS)
+        client.push_image("bench/many", many, "v1")
         layer = blob.digest
         del blob  # free the blob before measuring the proxy's memory
         conf = workdir / "registries.conf"
@@ -197,6 +231,15 @@ def run_bench(workdir: Path, *, size_mib: int = 256, reps: int = 3, requests: in
                 f"{through}/blobs/{layer}", size, reps)
             results["proxy_peak_rss_mib"] = round(rss.peak_kib / 1024, 1)
             results["failover"] = await _failover(f"http://127.0.0.1:{port}/v2", digest, fronts)
+            results["concurrent"] = {}
+            for pulls in (32, 128):
+                direct_case = await _concurrent(f"{origin.url}/v2/bench/many", many.digest, pulls)
+                with _PeakRss(proxy.pid) as busy:
+                    proxied = await _concurrent(
+                        f"http://127.0.0.1:{port}/v2/quay.io/bench/many", many.digest, pulls)
+                results["concurrent"][str(pulls)] = {
+                    "direct": direct_case, "mirrorlab": proxied,
+                    "proxy_peak_rss_mib": round(busy.peak_kib / 1024, 1)}
             results["manifest"] = {}
             for name, ref in (("tag", "v1"), ("digest", digest)):
                 for method in ("GET", "HEAD"):
@@ -227,6 +270,9 @@ def run_bench(workdir: Path, *, size_mib: int = 256, reps: int = 3, requests: in
         "pull_through_warm_vs_direct": round(
             blob_results["pull_through_warm"]["mb_per_s"] / base, 3),
     }
+    for pulls, case in results["concurrent"].items():
+        results["ratios"][f"{pulls} concurrent pulls, aggregate vs direct"] = round(
+            case["mirrorlab"]["aggregate_mb_per_s"] / case["direct"]["aggregate_mb_per_s"], 3)
     for key, pair in results["manifest"].items():
         results["ratios"][f"manifest {key} p50 overhead ms"] = round(
             pair["mirrorlab"]["p50_ms"] - pair["direct"]["p50_ms"], 3)
@@ -252,6 +298,16 @@ def write_results(results: dict[str, Any], out: Path) -> None:
     for key, pair in results["manifest"].items():
         lines.append(f"| {key} | {pair['direct']['p50_ms']} / {pair['direct']['p99_ms']} | "
                      f"{pair['mirrorlab']['p50_ms']} / {pair['mirrorlab']['p99_ms']} |")
+    lines += ["", f"Concurrent pulls of a {MANY_LAYERS}-layer image "
+              f"({MANY_LAYERS} x {LAYER_SIZE // 1024} KiB):", "",
+              "| pulls | direct MB/s, p99 s | mirrorlab MB/s, p99 s | vs direct | proxy peak MiB |",
+              "| --- | --- | --- | --- | --- |"]
+    for pulls, case in results["concurrent"].items():
+        d, m = case["direct"], case["mirrorlab"]
+        lines.append(f"| {pulls} | {d['aggregate_mb_per_s']}, {d['p99_pull_s']} | "
+                     f"{m['aggregate_mb_per_s']}, {m['p99_pull_s']} | "
+                     f"{m['aggregate_mb_per_s'] / d['aggregate_mb_per_s']:.2f} | "
+                     f"{case['proxy_peak_rss_mib']} |")
     failover = results.get("failover")
     if failover:
         lines += ["", f"Failover, first mirror broken (read timeout "
