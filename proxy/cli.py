@@ -95,6 +95,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         resolve=ResolveTable.parse(args.resolve, offline=args.offline_names),
         default_registry=args.default_registry,
         short_names=args.short_names,
+        buffer_budget=args.buffer_budget_mib * 1024 * 1024,
         timeouts=Timeouts(connect=args.connect_timeout, read=args.read_timeout),
         cooldown_seconds=0.0 if args.strict else args.cooldown,
     )
@@ -145,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--read-timeout", type=float, default=30.0, metavar="SECONDS")
     p.add_argument("--cooldown", type=float, default=30.0, metavar="SECONDS",
                    help="skip a host that keeps failing for this long (default: %(default)s)")
+    p.add_argument("--buffer-budget-mib", type=int, default=48, metavar="MIB",
+                   help="memory for verifying small blobs before sending, across all requests "
+                   "(default: %(default)s); past it they stream with the last chunk held back")
     p.add_argument("--strict", action="store_true",
                    help="node-faithful: no cool-down, every source tried on every pull")
     p.set_defaults(func=_cmd_serve)

@@ -51,6 +51,7 @@ log = logging.getLogger("mirrorlab.proxy")
 
 CHUNK = 256 * 1024
 SMALL_BLOB = 4 * 1024 * 1024
+BUFFER_BUDGET = 48 * 1024 * 1024
 SOURCE_HEADER = "X-Mirrorlab-Source"
 FALLBACK_HEADER = "X-Mirrorlab-Fallback"
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
@@ -68,6 +69,9 @@ class ServeOptions:
     """0 turns the cool-down off (strict, node-faithful)."""
     sticky_seconds: float = 600.0
     reload_interval: float = 2.0
+    buffer_budget: int = BUFFER_BUDGET
+    """Bytes of small blobs held whole for verification at once, across all requests; past
+    it, a small blob streams with its last chunk held back, like a large one."""
     short_names: str = "default"
     """`default`: a path naming no registry goes to `default_registry`; `search`: it is
     resolved through `[aliases]` and `unqualified-search-registries`, as podman does."""
@@ -152,6 +156,8 @@ class Proxy:
             OrderedDict()
         """(client repository, referenced digest) -> the step that served the manifest."""
         self.bad_blobs: set[tuple[str, str]] = set()
+        self.buffered = 0
+        """Bytes reserved by requests buffering a small blob (see `buffer_budget`)."""
         self.upstreams: Upstreams | None = None
         self._stamp = self._files_stamp()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -252,7 +258,8 @@ class Proxy:
         return web.json_response({}, headers=API_VERSION)
 
     async def handle_health(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "files": list(self.config.registries.files)})
+        return web.json_response({"ok": True, "files": list(self.config.registries.files),
+                                  "buffered_bytes": self.buffered})
 
     async def handle_metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(),
@@ -500,12 +507,15 @@ class Proxy:
                  if (s.source.reference.name, digest) not in self.bad_blobs] or steps
         steps, cooling = self.cooldown.order(steps)
         blob = _BlobTransfer(self, request, digest)
-        for index, step in enumerate(steps):
-            if self._skip(request, "blob", step, blob.attempts, cooling):
-                continue
-            if await blob.try_source(step, fallback=index > 0):
-                break
-        return await blob.finish()
+        try:
+            for index, step in enumerate(steps):
+                if self._skip(request, "blob", step, blob.attempts, cooling):
+                    continue
+                if await blob.try_source(step, fallback=index > 0):
+                    break
+            return await blob.finish()
+        finally:
+            blob.release()
 
 
 def referenced_digests(body: bytes) -> list[str]:
@@ -559,6 +569,7 @@ class _BlobTransfer:
         self.response: web.StreamResponse | None = None
         self.writer: _HeldBackWriter | None = None
         self.small: bytearray | None = None
+        self.reserved = 0
         self.served_by: PullSource | None = None
         self.range_error = False
 
@@ -674,8 +685,11 @@ class _BlobTransfer:
         except ValueError:
             self.range_error = True
             window = None
-        if self.total <= SMALL_BLOB or self.range_error:
+        fits = self.proxy.buffered + self.total <= self.proxy.options.buffer_budget
+        if (self.total <= SMALL_BLOB and fits) or self.range_error:
             self.small = bytearray()
+            self.reserved = self.total
+            self.proxy.buffered += self.total
             return
         headers = self._headers(source, fallback)
         start, end = window if window else (0, self.total - 1)
@@ -686,6 +700,11 @@ class _BlobTransfer:
         response.content_length = end - start + 1
         await response.prepare(self.request)
         self.response, self.writer = response, _HeldBackWriter(response, start, end)
+
+    def release(self) -> None:
+        """Give back this request's share of the buffering budget."""
+        self.proxy.buffered -= self.reserved
+        self.reserved = 0
 
     async def finish(self) -> web.StreamResponse:
         source = self.served_by
@@ -709,7 +728,7 @@ class _BlobTransfer:
         if self.request.method == "HEAD":
             headers["Content-Length"] = str(self.total)
             return web.Response(status=200, headers=headers)
-        data = bytes(self.small or b"")
+        data = self.small if self.small is not None else bytearray()
         window = _parse_range(self.request.headers.get("Range"), self.total)
         if window:
             start, end = window

@@ -214,3 +214,30 @@ def test_multi_arch_index_with_skopeo(clean_lab: Lab, proxy_factory: object,
     assert served and all(s.startswith("mirror2.example.net/") for s in served)
     fallbacks = [e for e in proxy.events() if e["kind"] == "manifest" and e["fallback"]]
     assert fallbacks, "per-platform manifests fell back from the sticky mirror"
+
+
+@pytest.mark.parametrize("budget", ["48", "0"])
+def test_buffer_budget_decides_how_a_small_blob_is_verified(clean_lab: Lab,
+                                                           proxy_factory: object,
+                                                           budget: str) -> None:
+    """Within the budget a corrupt small blob is caught before a byte is sent (the same
+    request falls back); with no budget it streams and is cut instead, and the retry goes
+    elsewhere. Either way the budget is all given back."""
+    import http.client
+    import urllib.request
+
+    lab = clean_lab
+    proxy = proxy_factory(lab, chain(lab), extra=("--buffer-budget-mib", budget))  # type: ignore[operator]
+    config = _app(lab).config
+    lab.faults.set(Fault("corrupt", path=f"/blobs/{config.digest}", after=len(config.data) // 2))
+    url = f"{proxy.url}/v2/quay.io/ns/app/blobs/{config.digest}"
+    results = []
+    for _ in range(2):
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                results.append(response.read() == config.data)
+        except (http.client.IncompleteRead, ConnectionError):
+            results.append(False)
+    assert results == ([True, True] if budget == "48" else [False, True])
+    _, _, body = proxy.get("/healthz")
+    assert json.loads(body)["buffered_bytes"] == 0
