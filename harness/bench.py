@@ -7,6 +7,7 @@
 - the proxy's peak resident memory while it streams the blob;
 - 32 and 128 concurrent pulls of a many-layer image: aggregate throughput and p99 pull time,
   direct vs mirrorlab, and the proxy's peak memory under 128 pulls;
+- `podman pull` wall time of an image, direct vs through mirrorlab (a fresh store each time);
 - failover cost: what a pull pays when the first mirror refuses connections or accepts and
   hangs (bounded by the read timeout), for the first pull and, with the cool-down on, later.
 
@@ -28,6 +29,7 @@ from typing import Any
 
 import aiohttp
 
+from .clients import PodmanClient
 from .faults import Fault, FaultProxy
 from .images import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, Blob, RegistryClient, make_image
 from .net import free_port, wait_for_http
@@ -166,6 +168,25 @@ async def _failover(base: str, digest: str, fronts: dict[str, FaultProxy],
     return figures
 
 
+def _podman_pulls(workdir: Path, ref: str, reps: int) -> dict[str, Any]:
+    """Wall seconds of `podman pull`, each into an emptied store."""
+    client = PodmanClient(workdir)
+    timings = []
+    try:
+        for _ in range(reps):
+            subprocess.run([*client.base, "rmi", "-a", "-f"], capture_output=True,
+                           env=client.env, check=False)
+            started = time.perf_counter()
+            result = client.pull(ref)
+            timings.append(time.perf_counter() - started)
+            if result.returncode != 0:
+                raise RuntimeError(f"podman pull {ref}: {result.stderr.strip()[-300:]}")
+    finally:
+        client.close()
+    return {"seconds": [round(t, 3) for t in timings],
+            "median_s": round(statistics.median(timings), 3)}
+
+
 def run_bench(workdir: Path, *, size_mib: int = 256, reps: int = 3, requests: int = 200,
               out: Path = Path("bench")) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -189,6 +210,8 @@ def run_bench(workdir: Path, *, size_mib: int = 256, reps: int = 3, requests: in
         client.push_manifest("bench/app", "v1", manifest)
         many = make_image("bench-many", (LAYER_SIZE,) * MANY_LAYERS)
         client.push_image("bench/many", many, "v1")
+        podman_image = make_image("bench-podman", (1024 * 1024, 8 * 1024 * 1024))
+        client.push_image("bench/podman", podman_image, "v1")
         layer = blob.digest
         del blob  # free the blob before measuring the proxy's memory
         conf = workdir / "registries.conf"
@@ -252,6 +275,10 @@ def run_bench(workdir: Path, *, size_mib: int = 256, reps: int = 3, requests: in
                     }
 
         asyncio.run(measure())
+        results["podman"] = {
+            name: _podman_pulls(workdir / "podman", ref, reps)
+            for name, ref in (("direct", f"{origin.address}/bench/podman:v1"),
+                              ("mirrorlab", f"127.0.0.1:{port}/quay.io/bench/podman:v1"))}
     finally:
         for front in fronts.values():
             front.stop()
@@ -270,6 +297,9 @@ def run_bench(workdir: Path, *, size_mib: int = 256, reps: int = 3, requests: in
         "pull_through_warm_vs_direct": round(
             blob_results["pull_through_warm"]["mb_per_s"] / base, 3),
     }
+    podman = results["podman"]
+    results["ratios"]["podman pull wall time, mirrorlab vs direct"] = round(
+        podman["mirrorlab"]["median_s"] / podman["direct"]["median_s"], 3)
     for pulls, case in results["concurrent"].items():
         results["ratios"][f"{pulls} concurrent pulls, aggregate vs direct"] = round(
             case["mirrorlab"]["aggregate_mb_per_s"] / case["direct"]["aggregate_mb_per_s"], 3)
@@ -308,6 +338,10 @@ def write_results(results: dict[str, Any], out: Path) -> None:
                      f"{m['aggregate_mb_per_s']}, {m['p99_pull_s']} | "
                      f"{m['aggregate_mb_per_s'] / d['aggregate_mb_per_s']:.2f} | "
                      f"{case['proxy_peak_rss_mib']} |")
+    podman = results["podman"]
+    lines += ["", f"`podman pull` of a 9 MiB image into an empty store: direct "
+              f"{podman['direct']['median_s']} s, through mirrorlab "
+              f"{podman['mirrorlab']['median_s']} s (median of {results['reps']})."]
     failover = results.get("failover")
     if failover:
         lines += ["", f"Failover, first mirror broken (read timeout "

@@ -22,6 +22,7 @@ def test_bench_writes_results_beside_their_baselines(tmp_path: Path) -> None:
     assert 0 < results["proxy_peak_rss_mib"] < 1024
     assert results["ratios"]["mirrorlab_vs_direct_throughput"] > 0
     assert "| mirrorlab |" in (tmp_path / "out/results.md").read_text()
+    assert all(results["podman"][name]["median_s"] > 0 for name in ("direct", "mirrorlab"))
     # Behaviour, not speed: a hung first mirror is waited out once, then skipped.
     hung = results["failover"]["hung"]["first_pulls_extra_ms"]
     assert hung[0] > 1000 > hung[1], hung
