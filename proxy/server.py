@@ -352,7 +352,13 @@ class Proxy:
         while len(self.sticky) > 100_000:
             self.sticky.popitem(last=False)
 
-    def _record(self, request: web.Request, kind: str, step: Step, attempt: Attempt) -> None:
+    def _record(self, request: web.Request, kind: str, step: Step, attempts: list[Attempt],
+                outcome: str, detail: str, started: float | None = None,
+                fallback: bool = False) -> None:
+        """Append the attempt of `step` (timed from `started`), count it and log it."""
+        elapsed = (time.monotonic() - started) * 1000 if started is not None else 0.0
+        attempt = Attempt(str(step.source.reference), outcome, detail, elapsed, fallback)
+        attempts.append(attempt)
         host = step.source.host
         self.metrics.attempts.labels(kind, host, attempt.outcome).inc()
         if attempt.outcome not in ("blocked", "cooldown"):
@@ -369,16 +375,15 @@ class Proxy:
         """Record a source that is not contacted (blocked or cooling down)."""
         source = step.source
         if source.blocked:
-            detail = (f"registry {source.blocked_by} is blocked in "
-                      f"{self.config.registries.blocked_origin}")
-            attempts.append(Attempt(str(source.reference), "blocked", detail))
+            self._record(request, kind, step, attempts, "blocked",
+                         f"registry {source.blocked_by} is blocked in "
+                         f"{self.config.registries.blocked_origin}")
         elif step in cooling:
-            attempts.append(Attempt(str(source.reference), "cooldown",
-                                    f"{source.host} failed repeatedly; skipped for "
-                                    f"{self.cooldown.seconds:g}s"))
+            self._record(request, kind, step, attempts, "cooldown",
+                         f"{source.host} failed repeatedly; skipped for "
+                         f"{self.cooldown.seconds:g}s")
         else:
             return False
-        self._record(request, kind, step, attempts[-1])
         return True
 
     # ------------------------------------------------------------ manifests
@@ -408,16 +413,13 @@ class Proxy:
                 manifest = await self.upstreams.manifest(step.source, accept)
             except (UpstreamError, ConfigError) as error:
                 kind = error.kind if isinstance(error, UpstreamError) else "certs"
-                attempts.append(Attempt(str(step.source.reference), kind, str(error),
-                                        (time.monotonic() - started) * 1000))
-                self._record(request, "manifest", step, attempts[-1])
+                self._record(request, "manifest", step, attempts, kind, str(error), started)
                 continue
-            elapsed = time.monotonic() - started
-            self.metrics.latency.labels("manifest", step.source.host).observe(elapsed)
+            self.metrics.latency.labels("manifest", step.source.host).observe(
+                time.monotonic() - started)
             fallback = sticky and index > 0
-            attempts.append(Attempt(str(step.source.reference), "served", manifest.digest,
-                                    elapsed * 1000, fallback))
-            self._record(request, "manifest", step, attempts[-1])
+            self._record(request, "manifest", step, attempts, "served", manifest.digest,
+                         started, fallback)
             if len(attempts) > 1:
                 self.metrics.fallbacks.labels("manifest").inc()
             self._remember(request, step, manifest.body)
@@ -466,19 +468,14 @@ class Proxy:
                     status, headers = up.status, up.headers
             except (TimeoutError, UpstreamError, ConfigError, aiohttp.ClientError) as error:
                 outcome = error.kind if isinstance(error, UpstreamError) else "connect"
-                attempts.append(Attempt(str(source.reference), outcome, str(error),
-                                        (time.monotonic() - started) * 1000))
-                self._record(request, kind, step, attempts[-1])
+                self._record(request, kind, step, attempts, outcome, str(error), started)
                 continue
-            elapsed = (time.monotonic() - started) * 1000
             if status != 200:
                 _, message = status_message(status, body)
                 outcome = "not_found" if status == 404 else "status"
-                attempts.append(Attempt(str(source.reference), outcome, message, elapsed))
-                self._record(request, kind, step, attempts[-1])
+                self._record(request, kind, step, attempts, outcome, message, started)
                 continue
-            attempts.append(Attempt(str(source.reference), "served", "", elapsed))
-            self._record(request, kind, step, attempts[-1])
+            self._record(request, kind, step, attempts, "served", "", started)
             out = {**API_VERSION, SOURCE_HEADER: str(source.reference),
                    "Content-Type": headers.get("Content-Type", "application/json")}
             for name in ("Link", "OCI-Filters-Applied"):
@@ -574,9 +571,8 @@ class _BlobTransfer:
         self.range_error = False
 
     def _fail(self, step: Step, kind: str, detail: str, started: float, fallback: bool) -> bool:
-        self.attempts.append(Attempt(str(step.source.reference), kind, detail,
-                                     (time.monotonic() - started) * 1000, fallback))
-        self.proxy._record(self.request, "blob", step, self.attempts[-1])
+        self.proxy._record(self.request, "blob", step, self.attempts, kind, detail, started,
+                           fallback)
         return False
 
     async def try_source(self, step: Step, *, fallback: bool) -> bool:
@@ -662,9 +658,8 @@ class _BlobTransfer:
         return await self._served(step, started, fallback)
 
     async def _served(self, step: Step, started: float, fallback: bool) -> bool:
-        self.attempts.append(Attempt(str(step.source.reference), "served", self.digest,
-                                     (time.monotonic() - started) * 1000, fallback))
-        self.proxy._record(self.request, "blob", step, self.attempts[-1])
+        self.proxy._record(self.request, "blob", step, self.attempts, "served", self.digest,
+                           started, fallback)
         if len(self.attempts) > 1:
             self.proxy.metrics.fallbacks.labels("blob").inc()
         return True
