@@ -81,7 +81,7 @@ async def _latency(url: str, method: str, accept: str, count: int) -> dict[str, 
 
 
 class _PeakRss:
-    """Samples a process's resident memory (VmRSS) until stopped; VmHWM as a cross-check."""
+    """Samples a process's resident memory (VmRSS) every 20 ms until stopped; keeps the peak."""
 
     def __init__(self, pid: int) -> None:
         self.pid, self.peak_kib, self._stop = pid, 0, threading.Event()
