@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--read-timeout", type=float, default=30.0, metavar="SECONDS")
     p.add_argument("--cooldown", type=float, default=30.0, metavar="SECONDS",
                    help="skip a host that keeps failing for this long (default: %(default)s)")
-    p.add_argument("--buffer-budget-mib", type=int, default=48, metavar="MIB",
+    p.add_argument("--buffer-budget-mib", type=int, default=16, metavar="MIB",
                    help="memory for verifying small blobs before sending, across all requests "
                    "(default: %(default)s); past it they stream with the last chunk held back")
     p.add_argument("--strict", action="store_true",

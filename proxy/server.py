@@ -51,7 +51,7 @@ log = logging.getLogger("mirrorlab.proxy")
 
 CHUNK = 256 * 1024
 SMALL_BLOB = 4 * 1024 * 1024
-BUFFER_BUDGET = 48 * 1024 * 1024
+BUFFER_BUDGET = 16 * 1024 * 1024
 SOURCE_HEADER = "X-Mirrorlab-Source"
 FALLBACK_HEADER = "X-Mirrorlab-Fallback"
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
@@ -136,7 +136,7 @@ class _HeldBackWriter:
         if low < high:
             if self.held:
                 await self.response.write(self.held)
-            self.held = chunk[low:high]
+            self.held = chunk if (low, high) == (0, len(chunk)) else chunk[low:high]
 
     async def finish(self) -> None:
         if self.held:
@@ -622,27 +622,33 @@ class _BlobTransfer:
             try:
                 if self.response is None and self.small is None:
                     await self._begin(source, fallback)
+                too_long = False
                 async for chunk in upstream.content.iter_chunked(CHUNK):
                     if skip:
                         cut = min(skip, len(chunk))
                         chunk, skip = chunk[cut:], skip - cut
                         if not chunk:
                             continue
+                    start, end = self.received, self.received + len(chunk)
+                    if self.total is not None and end > self.total:
+                        too_long = True
+                        break
                     self.hasher.update(chunk)
-                    self.received += len(chunk)
+                    self.received = end
                     proxy.metrics.bytes.labels(source.host).inc(len(chunk))
                     if self.small is not None:
-                        self.small += chunk
+                        self.small[start:end] = chunk
                     elif self.writer is not None:
                         await self.writer.feed(chunk)
-                    if self.total is not None and self.received > self.total:
-                        break
             except (TimeoutError, aiohttp.ClientError, ConnectionError) as error:
                 # A reset and a close before Content-Length look the same from here.
                 kind = "timeout" if isinstance(error, TimeoutError) else "interrupted"
                 return self._fail(step, kind,
                                   f"reading blob after {self.received} bytes: "
                                   f"{type(error).__name__}: {error}", started, fallback)
+        if too_long:
+            return self._fail(step, "status", f"blob is longer than its {self.total} bytes",
+                              started, fallback)
         if self.received != self.total:
             return self._fail(step, "truncated", f"blob ended after {self.received} of "
                               f"{self.total} bytes", started, fallback)
@@ -650,7 +656,7 @@ class _BlobTransfer:
         if actual != self.digest:
             proxy.bad_blobs.add((source.reference.name, self.digest))
             if self.small is not None:  # nothing sent yet: start over from the next source
-                self.small, self.received = bytearray(), 0
+                self.received = 0
                 self.hasher = hashlib.new(self.digest.split(":", 1)[0])
             return self._fail(step, "digest", f"blob content is {actual}, not "
                               f"{self.digest}", started, fallback)
@@ -682,7 +688,7 @@ class _BlobTransfer:
             window = None
         fits = self.proxy.buffered + self.total <= self.proxy.options.buffer_budget
         if (self.total <= SMALL_BLOB and fits) or self.range_error:
-            self.small = bytearray()
+            self.small = bytearray(self.total)
             self.reserved = self.total
             self.proxy.buffered += self.total
             return
@@ -723,13 +729,21 @@ class _BlobTransfer:
         if self.request.method == "HEAD":
             headers["Content-Length"] = str(self.total)
             return web.Response(status=200, headers=headers)
-        data = self.small if self.small is not None else bytearray()
+        data = memoryview(self.small if self.small is not None else bytearray())
         window = _parse_range(self.request.headers.get("Range"), self.total)
         if window:
             start, end = window
             headers["Content-Range"] = f"bytes {start}-{end}/{self.total}"
-            return web.Response(status=206, body=data[start : end + 1], headers=headers)
-        return web.Response(status=200, body=data, headers=headers)
+            data = data[start : end + 1]
+        # Written piece by piece, waiting for the client: the buffer stays this request's
+        # (and counted in the budget) until the last byte is out, never copied elsewhere.
+        response = web.StreamResponse(status=206 if window else 200, headers=headers)
+        response.content_length = len(data)
+        await response.prepare(self.request)
+        for offset in range(0, len(data), CHUNK):
+            await response.write(data[offset : offset + CHUNK])
+        await response.write_eof()
+        return response
 
 
 def configure_logging(level: int = logging.INFO) -> None:
