@@ -134,6 +134,10 @@ class Upstreams:
             headers={"User-Agent": USER_AGENT},
         )
         self._contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
+        self._system = ssl.create_default_context()
+        self._unverified = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self._unverified.check_hostname = False
+        self._unverified.verify_mode = ssl.CERT_NONE
         self._pings: dict[tuple[str, bool], _Ping] = {}
         self._tokens: dict[tuple[str, str, str, str], tuple[str, float]] = {}
 
@@ -150,16 +154,21 @@ class Upstreams:
     # ------------------------------------------------------------ TLS and ping
 
     def tls_context(self, host: str, insecure: bool) -> ssl.SSLContext:
+        """The host's TLS settings. Loading the system CAs takes some 20 ms, so it happens
+        once, at start, for every host without certs.d files; never for an insecure one."""
         key = (host, insecure)
         context = self._contexts.get(key)
         if context is None:
-            if insecure:
-                context = ssl.create_default_context()
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
+            files = read_certs_dir(certs_dir_for(host, self.certs))
+            if insecure and not files.client_pairs:
+                context = self._unverified
+            elif not insecure and not files.ca_files and not files.client_pairs:
+                context = self._system
             else:
-                files = read_certs_dir(certs_dir_for(host, self.certs))
                 context = ssl.create_default_context()
+                if insecure:
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
                 try:
                     for ca in files.ca_files:
                         context.load_verify_locations(ca)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import ssl
+from pathlib import Path
 
 import pytest
+import trustme
 
 from proxy.authfile import find_credentials, parse_auth_file
 from proxy.certsd import CertsDirSettings, certs_dir_for, classify_cert_files
 from proxy.errors import ConfigError
+from proxy.resolve_table import ResolveTable
+from proxy.upstream import Upstreams
 
 CERT_DIRS = [
     # V90-V94 and the per-user candidate; host h:5000
@@ -118,3 +124,51 @@ def test_first_file_with_usable_credentials_wins() -> None:
 def test_bad_auth_files(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         find_credentials([parse_auth_file(text, "/auth.json")], "a.io/x")
+
+
+# certs.d contents, insecure -> (verifies peers, trusts the certs.d CA, shared context)
+TLS_CONTEXTS = [
+    ([], False, (True, False, "system")),
+    ([], True, (False, False, "unverified")),
+    (["ca.crt"], False, (True, True, None)),
+    (["ca.crt"], True, (False, False, "unverified")),
+    (["client.cert", "client.key"], True, (False, False, None)),
+    (["ca.crt", "client.cert", "client.key"], False, (True, True, None)),
+]
+
+
+@pytest.mark.parametrize(("files", "insecure", "expected"), TLS_CONTEXTS)
+def test_tls_context_per_host(tmp_path: Path, files: list[str], insecure: bool,
+                              expected: tuple[bool, bool, str | None]) -> None:
+    """Hosts without certs.d files share one context (the system CAs load once, ~20 ms);
+    insecure ones skip verification but still present certs.d client certificates, as
+    containers/image does (a host with a client pair gets a context of its own)."""
+    ca = trustme.CA()
+    issued = ca.issue_cert("client.example")
+    host_dir = tmp_path / "h:5000"
+    host_dir.mkdir()
+    writers = {"ca.crt": ca.cert_pem.write_to_path,
+               "client.cert": issued.cert_chain_pems[0].write_to_path,
+               "client.key": issued.private_key_pem.write_to_path}
+    for name in files:
+        writers[name](str(host_dir / name))
+
+    async def check() -> None:
+        upstreams = Upstreams(certs=CertsDirSettings(per_host_dir=str(tmp_path)),
+                              auth_files=[], resolve=ResolveTable())
+        try:
+            context = upstreams.tls_context("h:5000", insecure)
+            verifies, trusts, shared = expected
+            assert (context.verify_mode == ssl.CERT_REQUIRED) is verifies
+            assert context.check_hostname is verifies
+            organizations = {value for cert in context.get_ca_certs()
+                             for rdn in cert["subject"] for key, value in rdn
+                             if key == "organizationName"}
+            assert any(name.startswith("trustme") for name in organizations) is trusts
+            shares = {"system": upstreams._system, "unverified": upstreams._unverified}
+            assert (context is shares[shared]) if shared else context not in shares.values()
+            assert upstreams.tls_context("h:5000", insecure) is context
+        finally:
+            await upstreams.close()
+
+    asyncio.run(check())
