@@ -4,9 +4,11 @@
   distribution registry's own pull-through proxy (the same binary with `proxy.remoteurl`),
   cold and warm;
 - manifest latency (p50, p99) for GET and HEAD, by tag and by digest: direct vs mirrorlab;
-- the proxy's peak resident memory while it streams the blob;
-- 32 and 128 concurrent pulls of a many-layer image: aggregate throughput and p99 pull time,
-  direct vs mirrorlab, and the proxy's peak memory under 128 pulls;
+- the CPU seconds per GB each process spends (origin, proxy, client) and from them the
+  ceiling this machine puts on any proxy that verifies SHA-256 (see `bench_report`);
+- the proxy's peak resident memory while it streams the blob and a larger one (flat in size);
+- 32 and 128 concurrent pulls of a many-layer image, repeated and alternated with direct:
+  aggregate throughput and p99 pull time, and the proxy's peak memory;
 - `podman pull` wall time of an image, direct vs through mirrorlab (a fresh store each time);
 - failover cost: what a pull pays when the first mirror refuses connections or accepts and
   hangs (bounded by the read timeout), for the first pull and, with the cool-down on, later.
@@ -17,6 +19,7 @@ Every figure is reported beside its baseline and as a ratio, never as an absolut
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import statistics
@@ -29,6 +32,7 @@ from typing import Any
 
 import aiohttp
 
+from .bench_report import ceiling, ratios, write_results
 from .clients import PodmanClient
 from .faults import Fault, FaultProxy
 from .images import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, Blob, RegistryClient, make_image
@@ -51,19 +55,22 @@ async def _fetch(session: aiohttp.ClientSession, url: str, method: str = "GET",
         return response.status, received
 
 
-async def _throughput(url: str, size: int, reps: int) -> dict[str, Any]:
+async def _throughput(url: str, size: int, reps: int,
+                      pids: dict[str, int]) -> dict[str, Any]:
+    """Median MB/s of `reps` downloads, and the CPU each process in `pids` spent per GB."""
     timings = []
     async with aiohttp.ClientSession(auto_decompress=False) as session:
-        for _ in range(reps):
-            started = time.perf_counter()
-            status, received = await _fetch(session, url)
-            elapsed = time.perf_counter() - started
-            if status != 200 or received != size:
-                raise RuntimeError(f"{url}: status {status}, {received} of {size} bytes")
-            timings.append(elapsed)
+        with _CpuMeter(pids) as cpu:
+            for _ in range(reps):
+                started = time.perf_counter()
+                status, received = await _fetch(session, url)
+                elapsed = time.perf_counter() - started
+                if status != 200 or received != size:
+                    raise RuntimeError(f"{url}: status {status}, {received} of {size} bytes")
+                timings.append(elapsed)
     median = statistics.median(timings)
     return {"seconds": [round(t, 4) for t in timings], "median_s": round(median, 4),
-            "mb_per_s": round(size / median / 1e6, 1)}
+            "mb_per_s": round(size / median / 1e6, 1), "cpu_s_per_gb": cpu.per_gb(size * reps)}
 
 
 async def _latency(url: str, method: str, accept: str, count: int) -> dict[str, float]:
@@ -107,6 +114,41 @@ class _PeakRss:
         self._thread.join()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (fields 14 and 15 of /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _CpuMeter:
+    """CPU seconds that processes, and this one as "client", spend inside the block."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids, self.spent = pids, {name: 0.0 for name in [*pids, "client"]}
+
+    def _now(self) -> dict[str, float]:
+        return {**{name: _cpu_seconds(pid) for name, pid in self.pids.items()},
+                "client": time.process_time()}
+
+    def __enter__(self) -> _CpuMeter:
+        self._start = self._now()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.spent = {name: end - self._start[name] for name, end in self._now().items()}
+
+    def per_gb(self, size: int) -> dict[str, float]:
+        return {name: round(seconds / (size / 1e9), 3) for name, seconds in self.spent.items()}
+
+
+def _sha256_mb_per_s(size: int = 64 * 1024 * 1024) -> float:
+    """How fast one core hashes here: the floor of any proxy that verifies digests."""
+    data = os.urandom(size)
+    started = time.perf_counter()
+    hashlib.sha256(data).digest()
+    return round(size / (time.perf_counter() - started) / 1e6, 1)
+
+
 READ_TIMEOUT = 2.0
 MANY_LAYERS = 16
 LAYER_SIZE = 512 * 1024
@@ -128,16 +170,34 @@ async def _pull_all(session: aiohttp.ClientSession, base: str, ref: str) -> tupl
     return time.perf_counter() - started, received
 
 
-async def _concurrent(base: str, ref: str, pulls: int) -> dict[str, float]:
+async def _concurrent_once(base: str, ref: str, pulls: int) -> tuple[float, float]:
+    """`pulls` pulls at once: aggregate MB/s and the p99 time of one pull."""
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(auto_decompress=False, connector=connector) as session:
         started = time.perf_counter()
         done = await asyncio.gather(*(_pull_all(session, base, ref) for _ in range(pulls)))
         wall = time.perf_counter() - started
     times = sorted(seconds for seconds, _ in done)
-    return {"wall_s": round(wall, 3),
-            "aggregate_mb_per_s": round(sum(size for _, size in done) / wall / 1e6, 1),
-            "p99_pull_s": round(times[min(len(times) - 1, int(len(times) * 0.99))], 3)}
+    return (sum(size for _, size in done) / wall / 1e6,
+            times[min(len(times) - 1, int(len(times) * 0.99))])
+
+
+async def _concurrent(bases: dict[str, str], ref: str, pulls: int, reps: int,
+                      proxy_pid: int) -> dict[str, Any]:
+    """Direct and mirrorlab alternated `reps` times, so that a noisy moment of the machine
+    falls on both; medians of each, and the proxy's peak memory over all its runs."""
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in bases}
+    with _PeakRss(proxy_pid) as rss:
+        for _ in range(reps):
+            for name, base in bases.items():
+                runs[name].append(await _concurrent_once(base, ref, pulls))
+    figures: dict[str, Any] = {
+        name: {"aggregate_mb_per_s": round(statistics.median(r[0] for r in done), 1),
+               "p99_pull_s": round(statistics.median(r[1] for r in done), 3),
+               "runs_mb_per_s": [round(r[0], 1) for r in done]}
+        for name, done in runs.items()}
+    figures["proxy_peak_rss_mib"] = round(rss.peak_kib / 1024, 1)
+    return figures
 
 
 async def _failover(base: str, digest: str, fronts: dict[str, FaultProxy],
@@ -187,10 +247,10 @@ def _podman_pulls(workdir: Path, ref: str, reps: int) -> dict[str, Any]:
             "median_s": round(statistics.median(timings), 3)}
 
 
-def run_bench(workdir: Path, *, size_mib: int = 256, reps: int = 3, requests: int = 200,
-              out: Path = Path("bench")) -> dict[str, Any]:
+def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps: int = 3,
+              requests: int = 200, out: Path = Path("bench")) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
-    size = size_mib * 1024 * 1024
+    size, large_size = size_mib * 1024 * 1024, large_mib * 1024 * 1024
     blob = _make_blob(size)
     config = Blob(OCI_CONFIG, b'{"architecture":"amd64","os":"linux","rootfs":{"type":'
                   b'"layers","diff_ids":[]}}')
@@ -201,19 +261,25 @@ def run_bench(workdir: Path, *, size_mib: int = 256, reps: int = 3, requests: in
     pull_through: RegistryProcess | None = None
     proxy: subprocess.Popen[bytes] | None = None
     fronts: dict[str, FaultProxy] = {}
-    results: dict[str, Any] = {"blob_mib": size_mib, "reps": reps, "requests": requests}
+    results: dict[str, Any] = {"blob_mib": size_mib, "large_blob_mib": large_mib, "reps": reps,
+                               "requests": requests, "cores": len(os.sched_getaffinity(0)),
+                               "sha256_mb_per_s": _sha256_mb_per_s()}
     try:
         origin.start()
         client = RegistryClient(origin.url)
         for item in (config, blob):
             client.push_blob("bench/app", item)
         client.push_manifest("bench/app", "v1", manifest)
+        layer = blob.digest
+        del blob  # the bench process's memory is not measured, but need not grow either
+        large = _make_blob(large_size)
+        client.push_blob("bench/app", large)
+        large_layer = large.digest
+        del large
         many = make_image("bench-many", (LAYER_SIZE,) * MANY_LAYERS)
         client.push_image("bench/many", many, "v1")
         podman_image = make_image("bench-podman", (1024 * 1024, 8 * 1024 * 1024))
         client.push_image("bench/podman", podman_image, "v1")
-        layer = blob.digest
-        del blob  # free the blob before measuring the proxy's memory
         conf = workdir / "registries.conf"
         text = (f'[[registry]]\nlocation = "quay.io/bench"\n[[registry.mirror]]\n'
                 f'location = "{origin.address}/bench"\ninsecure = true\n')
@@ -236,33 +302,40 @@ def run_bench(workdir: Path, *, size_mib: int = 256, reps: int = 3, requests: in
         wait_for_http(f"http://127.0.0.1:{port}/healthz", proxy, what="mirrorlab serve")
         pull_through = RegistryProcess(workdir, "pull-through", proxy_remote=origin.url)
         pull_through.start()
+        assert origin.pid is not None and pull_through.pid is not None
         digest = manifest.digest
         direct = f"{origin.url}/v2/bench/app"
         mirrored = f"http://127.0.0.1:{port}/v2/quay.io/bench/app"
         through = f"{pull_through.url}/v2/bench/app"
+        served_by_origin = {"origin": origin.pid}
+        served_by_proxy = {"origin": origin.pid, "proxy": proxy.pid}
+        served_through = {"origin": origin.pid, "pull_through": pull_through.pid}
 
         async def measure() -> None:
+            assert proxy is not None
+            blob_figures = results["blob"] = {}
+            blob_figures["direct"] = await _throughput(f"{direct}/blobs/{layer}", size, reps,
+                                                       served_by_origin)
             with _PeakRss(proxy.pid) as rss:
-                results["blob"] = {
-                    "direct": await _throughput(f"{direct}/blobs/{layer}", size, reps),
-                    "mirrorlab": await _throughput(f"{mirrored}/blobs/{layer}", size, reps),
-                }
-            results["blob"]["pull_through_cold"] = await _throughput(
-                f"{through}/blobs/{layer}", size, 1)
-            await asyncio.sleep(2)  # distribution commits its copy in the background
-            results["blob"]["pull_through_warm"] = await _throughput(
-                f"{through}/blobs/{layer}", size, reps)
+                blob_figures["mirrorlab"] = await _throughput(
+                    f"{mirrored}/blobs/{layer}", size, reps, served_by_proxy)
+            with _PeakRss(proxy.pid) as large_rss:
+                await _throughput(f"{mirrored}/blobs/{large_layer}", large_size, 1,
+                                  served_by_proxy)
             results["proxy_peak_rss_mib"] = round(rss.peak_kib / 1024, 1)
+            results["proxy_peak_rss_large_mib"] = round(large_rss.peak_kib / 1024, 1)
+            blob_figures["pull_through_cold"] = await _throughput(
+                f"{through}/blobs/{layer}", size, 1, served_through)
+            await asyncio.sleep(2)  # distribution commits its copy in the background
+            blob_figures["pull_through_warm"] = await _throughput(
+                f"{through}/blobs/{layer}", size, reps, served_through)
             results["failover"] = await _failover(f"http://127.0.0.1:{port}/v2", digest, fronts)
-            results["concurrent"] = {}
-            for pulls in (32, 128):
-                direct_case = await _concurrent(f"{origin.url}/v2/bench/many", many.digest, pulls)
-                with _PeakRss(proxy.pid) as busy:
-                    proxied = await _concurrent(
-                        f"http://127.0.0.1:{port}/v2/quay.io/bench/many", many.digest, pulls)
-                results["concurrent"][str(pulls)] = {
-                    "direct": direct_case, "mirrorlab": proxied,
-                    "proxy_peak_rss_mib": round(busy.peak_kib / 1024, 1)}
+            results["concurrent"] = {
+                str(pulls): await _concurrent(
+                    {"direct": f"{origin.url}/v2/bench/many",
+                     "mirrorlab": f"http://127.0.0.1:{port}/v2/quay.io/bench/many"},
+                    many.digest, pulls, reps, proxy.pid)
+                for pulls in (32, 128)}
             results["manifest"] = {}
             for name, ref in (("tag", "v1"), ("digest", digest)):
                 for method in ("GET", "HEAD"):
@@ -288,68 +361,7 @@ def run_bench(workdir: Path, *, size_mib: int = 256, reps: int = 3, requests: in
         for registry in (pull_through, origin):
             if registry is not None:
                 registry.stop()
-    blob_results = results["blob"]
-    base = blob_results["direct"]["mb_per_s"]
-    results["ratios"] = {
-        "mirrorlab_vs_direct_throughput": round(blob_results["mirrorlab"]["mb_per_s"] / base, 3),
-        "pull_through_cold_vs_direct": round(
-            blob_results["pull_through_cold"]["mb_per_s"] / base, 3),
-        "pull_through_warm_vs_direct": round(
-            blob_results["pull_through_warm"]["mb_per_s"] / base, 3),
-    }
-    podman = results["podman"]
-    results["ratios"]["podman pull wall time, mirrorlab vs direct"] = round(
-        podman["mirrorlab"]["median_s"] / podman["direct"]["median_s"], 3)
-    for pulls, case in results["concurrent"].items():
-        results["ratios"][f"{pulls} concurrent pulls, aggregate vs direct"] = round(
-            case["mirrorlab"]["aggregate_mb_per_s"] / case["direct"]["aggregate_mb_per_s"], 3)
-    for key, pair in results["manifest"].items():
-        results["ratios"][f"manifest {key} p50 overhead ms"] = round(
-            pair["mirrorlab"]["p50_ms"] - pair["direct"]["p50_ms"], 3)
+    results["ratios"] = ratios(results)
+    results["ceiling"] = ceiling(results)
     write_results(results, out)
     return results
-
-
-def write_results(results: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    blob = results["blob"]
-    lines = [f"# mirrorlab bench ({results['blob_mib']} MiB blob, {results['reps']} reps, "
-             f"{results['requests']} manifest requests)", "",
-             "| blob path | MB/s (median) | vs direct |", "| --- | --- | --- |"]
-    base = blob["direct"]["mb_per_s"]
-    for name in ("direct", "mirrorlab", "pull_through_cold", "pull_through_warm"):
-        lines.append(f"| {name.replace('_', ' ')} | {blob[name]['mb_per_s']} | "
-                     f"{blob[name]['mb_per_s'] / base:.2f} |")
-    lines += ["", f"Proxy peak resident memory while streaming: "
-              f"{results['proxy_peak_rss_mib']} MiB.", "",
-              "| manifest request | direct p50 / p99 ms | mirrorlab p50 / p99 ms |",
-              "| --- | --- | --- |"]
-    for key, pair in results["manifest"].items():
-        lines.append(f"| {key} | {pair['direct']['p50_ms']} / {pair['direct']['p99_ms']} | "
-                     f"{pair['mirrorlab']['p50_ms']} / {pair['mirrorlab']['p99_ms']} |")
-    lines += ["", f"Concurrent pulls of a {MANY_LAYERS}-layer image "
-              f"({MANY_LAYERS} x {LAYER_SIZE // 1024} KiB):", "",
-              "| pulls | direct MB/s, p99 s | mirrorlab MB/s, p99 s | vs direct | proxy peak MiB |",
-              "| --- | --- | --- | --- | --- |"]
-    for pulls, case in results["concurrent"].items():
-        d, m = case["direct"], case["mirrorlab"]
-        lines.append(f"| {pulls} | {d['aggregate_mb_per_s']}, {d['p99_pull_s']} | "
-                     f"{m['aggregate_mb_per_s']}, {m['p99_pull_s']} | "
-                     f"{m['aggregate_mb_per_s'] / d['aggregate_mb_per_s']:.2f} | "
-                     f"{case['proxy_peak_rss_mib']} |")
-    podman = results["podman"]
-    lines += ["", f"`podman pull` of a 9 MiB image into an empty store: direct "
-              f"{podman['direct']['median_s']} s, through mirrorlab "
-              f"{podman['mirrorlab']['median_s']} s (median of {results['reps']})."]
-    failover = results.get("failover")
-    if failover:
-        lines += ["", f"Failover, first mirror broken (read timeout "
-                  f"{failover['read_timeout_s']} s; the cool-down skips it after two failures):",
-                  "", "| first mirror | healthy p50 ms | extra ms, first two pulls | "
-                  "extra ms p50, later pulls |", "| --- | --- | --- | --- |"]
-        for name in ("refused", "hung"):
-            case = failover[name]
-            lines.append(f"| {name} | {case['healthy_p50_ms']} | "
-                         f"{case['first_pulls_extra_ms']} | {case['later_p50_extra_ms']} |")
-    (out / "results.md").write_text("\n".join(lines) + "\n")

@@ -10,7 +10,7 @@ from harness.bench import run_bench
 
 
 def test_bench_writes_results_beside_their_baselines(tmp_path: Path) -> None:
-    results = run_bench(tmp_path / "work", size_mib=4, reps=1, requests=5,
+    results = run_bench(tmp_path / "work", size_mib=4, large_mib=8, reps=1, requests=5,
                         out=tmp_path / "out")
     saved = json.loads((tmp_path / "out/results.json").read_text())
     assert saved == results
@@ -20,6 +20,10 @@ def test_bench_writes_results_beside_their_baselines(tmp_path: Path) -> None:
     assert set(results["manifest"]) == {f"{m} by {k}" for m in ("GET", "HEAD")
                                         for k in ("tag", "digest")}
     assert 0 < results["proxy_peak_rss_mib"] < 1024
+    assert 0 < results["proxy_peak_rss_large_mib"] < 1024
+    assert set(results["blob"]["mirrorlab"]["cpu_s_per_gb"]) == {"origin", "proxy", "client"}
+    assert results["ceiling"]["hash_only_proxy_bound_vs_direct"] > 0
+    assert (tmp_path / "out/results.png").read_bytes().startswith(b"\x89PNG")
     assert results["ratios"]["mirrorlab_vs_direct_throughput"] > 0
     assert "| mirrorlab |" in (tmp_path / "out/results.md").read_text()
     assert all(results["podman"][name]["median_s"] > 0 for name in ("direct", "mirrorlab"))
