@@ -170,31 +170,36 @@ async def _pull_all(session: aiohttp.ClientSession, base: str, ref: str) -> tupl
     return time.perf_counter() - started, received
 
 
-async def _concurrent_once(base: str, ref: str, pulls: int) -> tuple[float, float]:
-    """`pulls` pulls at once: aggregate MB/s and the p99 time of one pull."""
+async def _concurrent_once(base: str, ref: str, pulls: int,
+                           pids: dict[str, int]) -> tuple[float, float, dict[str, float]]:
+    """`pulls` pulls at once: aggregate MB/s, the p99 time of one pull, CPU s per GB."""
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(auto_decompress=False, connector=connector) as session:
-        started = time.perf_counter()
-        done = await asyncio.gather(*(_pull_all(session, base, ref) for _ in range(pulls)))
-        wall = time.perf_counter() - started
+        with _CpuMeter(pids) as cpu:
+            started = time.perf_counter()
+            done = await asyncio.gather(*(_pull_all(session, base, ref) for _ in range(pulls)))
+            wall = time.perf_counter() - started
     times = sorted(seconds for seconds, _ in done)
-    return (sum(size for _, size in done) / wall / 1e6,
-            times[min(len(times) - 1, int(len(times) * 0.99))])
+    size = sum(size for _, size in done)
+    return (size / wall / 1e6, times[min(len(times) - 1, int(len(times) * 0.99))],
+            cpu.per_gb(size))
 
 
-async def _concurrent(bases: dict[str, str], ref: str, pulls: int, reps: int,
-                      proxy_pid: int) -> dict[str, Any]:
+async def _concurrent(cases: dict[str, tuple[str, dict[str, int]]], ref: str, pulls: int,
+                      reps: int, proxy_pid: int) -> dict[str, Any]:
     """Direct and mirrorlab alternated `reps` times, so that a noisy moment of the machine
     falls on both; medians of each, and the proxy's peak memory over all its runs."""
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in bases}
+    runs: dict[str, list[tuple[float, float, dict[str, float]]]] = {name: [] for name in cases}
     with _PeakRss(proxy_pid) as rss:
         for _ in range(reps):
-            for name, base in bases.items():
-                runs[name].append(await _concurrent_once(base, ref, pulls))
+            for name, (base, pids) in cases.items():
+                runs[name].append(await _concurrent_once(base, ref, pulls, pids))
     figures: dict[str, Any] = {
         name: {"aggregate_mb_per_s": round(statistics.median(r[0] for r in done), 1),
                "p99_pull_s": round(statistics.median(r[1] for r in done), 3),
-               "runs_mb_per_s": [round(r[0], 1) for r in done]}
+               "runs_mb_per_s": [round(r[0], 1) for r in done],
+               "cpu_s_per_gb": {process: round(statistics.median(r[2][process] for r in done), 3)
+                                for process in done[0][2]}}
         for name, done in runs.items()}
     figures["proxy_peak_rss_mib"] = round(rss.peak_kib / 1024, 1)
     return figures
@@ -332,8 +337,9 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
             results["failover"] = await _failover(f"http://127.0.0.1:{port}/v2", digest, fronts)
             results["concurrent"] = {
                 str(pulls): await _concurrent(
-                    {"direct": f"{origin.url}/v2/bench/many",
-                     "mirrorlab": f"http://127.0.0.1:{port}/v2/quay.io/bench/many"},
+                    {"direct": (f"{origin.url}/v2/bench/many", served_by_origin),
+                     "mirrorlab": (f"http://127.0.0.1:{port}/v2/quay.io/bench/many",
+                                   served_by_proxy)},
                     many.digest, pulls, reps, proxy.pid)
                 for pulls in (32, 128)}
             results["manifest"] = {}

@@ -43,10 +43,15 @@ def ceiling(results: dict[str, Any]) -> dict[str, float | None]:
     bound = None
     if cpu["proxy"] > 0:
         bound = round(1000 * min(1 / cpu["proxy"], cores / sum(cpu.values())) / direct, 3)
-    return {"cores": cores, "proxy_cpu_s_per_gb": cpu["proxy"],
-            "sha256_cpu_s_per_gb": round(sha_cost, 3),
-            "mirrorlab_bound_vs_direct": bound,
-            "hash_only_proxy_bound_vs_direct": round(hash_only / direct, 3)}
+    figures: dict[str, float | None] = {
+        "cores": cores, "proxy_cpu_s_per_gb": cpu["proxy"],
+        "sha256_cpu_s_per_gb": round(sha_cost, 3), "mirrorlab_bound_vs_direct": bound,
+        "hash_only_proxy_bound_vs_direct": round(hash_only / direct, 3)}
+    for pulls, case in results["concurrent"].items():
+        spent = sum(case["mirrorlab"]["cpu_s_per_gb"].values())
+        figures[f"{pulls}_pulls_bound_vs_direct"] = round(
+            1000 * cores / spent / case["direct"]["aggregate_mb_per_s"], 3) if spent else None
+    return figures
 
 
 def _markdown(results: dict[str, Any], plot: str | None) -> str:
@@ -84,14 +89,22 @@ def _markdown(results: dict[str, Any], plot: str | None) -> str:
                      f"{pair['mirrorlab']['p50_ms']} / {pair['mirrorlab']['p99_ms']} |")
     lines += ["", "Concurrent pulls of a many-layer image (median of "
               f"{results['reps']} runs, alternated with direct):", "",
-              "| pulls | direct MB/s, p99 s | mirrorlab MB/s, p99 s | vs direct | proxy peak MiB |",
-              "| --- | --- | --- | --- | --- |"]
+              "| pulls | direct MB/s, p99 s | mirrorlab MB/s, p99 s | vs direct | proxy peak MiB "
+              "| CPU s per GB direct: origin, client; mirrorlab: proxy, origin, client |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for pulls, case in results["concurrent"].items():
         d, m = case["direct"], case["mirrorlab"]
+        dc, mc = d["cpu_s_per_gb"], m["cpu_s_per_gb"]
         lines.append(f"| {pulls} | {d['aggregate_mb_per_s']}, {d['p99_pull_s']} | "
                      f"{m['aggregate_mb_per_s']}, {m['p99_pull_s']} | "
                      f"{m['aggregate_mb_per_s'] / d['aggregate_mb_per_s']:.2f} | "
-                     f"{case['proxy_peak_rss_mib']} |")
+                     f"{case['proxy_peak_rss_mib']} | {dc['origin']}, {dc['client']}; "
+                     f"{mc['proxy']}, {mc['origin']}, {mc['client']} |")
+    bounds = [f"{c[f'{pulls}_pulls_bound_vs_direct']} for {pulls}" for pulls in
+              results["concurrent"]]
+    lines += ["", f"With {c['cores']} cores shared by origin, proxy and client, the CPU each "
+              "spent per GB allows mirrorlab at most "
+              f"{' and '.join(bounds)} concurrent pulls of direct."]
     podman = results["podman"]
     lines += ["", f"`podman pull` into an empty store: direct {podman['direct']['median_s']} s, "
               f"through mirrorlab {podman['mirrorlab']['median_s']} s "
@@ -133,6 +146,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
         middle.bar([i + offset for i in range(len(pulls))],
                    [results["concurrent"][p][name]["aggregate_mb_per_s"] for p in pulls],
                    width, label=name, color=colour)
+    for i, p in enumerate(pulls):
+        bound_p = results["ceiling"][f"{p}_pulls_bound_vs_direct"]
+        if bound_p:
+            middle.hlines(results["concurrent"][p]["direct"]["aggregate_mb_per_s"] * bound_p,
+                          i - width, i + width, colors="#b71c1c", linestyles="--",
+                          label="CPU ceiling here" if i == 0 else None)
     middle.set_xticks(range(len(pulls)), [f"{p} pulls" for p in pulls])
     middle.set_title("concurrent pulls, aggregate MB/s")
     middle.legend(fontsize=8)
