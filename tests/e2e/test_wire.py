@@ -1,0 +1,93 @@
+"""What goes on the wire: every loopback byte of a pull with credentials is captured, and no
+credential or token reaches any host but the one it belongs to (issue 6, security).
+
+Plain HTTP throughout, so that the capture can read every header: `registry.example.com`
+(token auth, `insecure`), a mirror on another host that lacks the image, and the token
+service `auth.example.com` (the same site as the registry, so it may see the password)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+from harness.images import RegistryClient, make_image
+from harness.registry import RegistryProcess
+from harness.tokenauth import TokenServer
+
+from .capture import LoopbackCapture
+from .lab import ProxyProcess
+
+CONF = """[[registry]]
+location = "registry.example.com/ns"
+insecure = true
+[[registry.mirror]]
+location = "mirror.other.net/ns"
+insecure = true
+"""
+
+
+def test_no_credential_or_token_reaches_another_host(tmp_path: Path,
+                                                      proxy_factory: Callable[..., ProxyProcess]
+                                                      ) -> None:
+    password = "wire-s3cret-pw"
+    basic = base64.b64encode(f"puller:{password}".encode())
+    tokens = TokenServer(tmp_path / "tokens", users={"puller": password}).start()
+    private = RegistryProcess(tmp_path, "private")
+    other = RegistryProcess(tmp_path, "other")
+    image = make_image("wire")
+    try:
+        with private:
+            RegistryClient(private.url).push_image("ns/app", image, "v1")
+        private.auth = tokens.registry_auth("http://auth.example.com/token")
+        private.start()
+        other.start()
+        lab = SimpleNamespace(certs_d=tmp_path / "certs.d", resolve_args=[
+            "--resolve", f"registry.example.com={private.address}",
+            "--resolve", f"mirror.other.net={other.address}",
+            "--resolve", f"auth.example.com={tokens.host}:{tokens.port}"])
+        auth = {"auths": {"registry.example.com": {"auth": basic.decode()}}}
+        with LoopbackCapture() as capture:
+            proxy = proxy_factory(lab, CONF, auth=auth)
+            # Twice: the second time the mirror is asked while the proxy holds a token.
+            for _ in range(2):
+                status, _, body = proxy.get(
+                    "/v2/registry.example.com/ns/app/manifests/v1",
+                    {"Accept": "application/vnd.oci.image.manifest.v1+json"})
+                assert status == 200, body
+            for blob in [image.config, *image.layers]:
+                status, _, data = proxy.get(f"/v2/registry.example.com/ns/app/blobs/"
+                                            f"{blob.digest}")
+                assert status == 200 and data == blob.data
+    finally:
+        for server in (private, other):
+            server.stop()
+        tokens.stop()
+
+    registry_port, mirror_port = private.port, other.port
+    issued = {match.encode() for (source, _), data in capture.flows.items()
+              if source == tokens.port
+              for match in re.findall(r'"(?:access_)?token":\s*"([^"]+)"', data.decode("latin-1"))}
+    assert issued, "the proxy fetched no token: the capture saw nothing to check"
+    # The mirror was asked (it answers 404), so its flows exist and can be checked.
+    assert any(destination == mirror_port for _, destination in capture.flows)
+
+    assert capture.dropped == 0
+    # The credentials travel only to the token service, and only base64-encoded.
+    assert {destination for _, destination in capture.carrying(basic)} == {tokens.port}
+    assert not capture.carrying(password.encode())
+    # A token travels only from the token service to the proxy, and from the proxy to the
+    # registry it was issued for: never to the mirror, never back to the client.
+    for token in issued:
+        carriers = capture.carrying(token)
+        assert carriers, "a token the proxy fetched was never used"
+        for source, destination in carriers:
+            assert source == tokens.port or destination == registry_port, (source, destination)
+    to_client = [data for (source, _), data in capture.flows.items() if source == proxy.port]
+    assert to_client and not any(password.encode() in data or basic in data or
+                                 any(token in data for token in issued) for data in to_client)
+    assert password not in proxy.log_path.read_text()
+    assert json.dumps(auth) not in proxy.log_path.read_text()
