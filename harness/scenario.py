@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from proxy.errors import ConfigError
+from proxy.errors import ConfigError, yaml_error
 from proxy.reference import InvalidReference, parse_docker_reference
 
 from .faults import FAULT_KINDS, Fault
@@ -125,12 +125,8 @@ def _placeholders(text: str, images: Mapping[str, ImageSpec], where: str) -> Non
 def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
     try:
         raw = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark
-        where = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: invalid YAML: {error.problem}") from None
-    except yaml.YAMLError as error:  # e.g. a control character the reader refuses
-        raise ConfigError(f"{path}: invalid YAML: {str(error).splitlines()[0]}") from None
+    except yaml.YAMLError as error:
+        raise yaml_error(path, error) from None
     top = _mapping(raw, path, {"name", "description", "cas", "images", "registries",
                                "config", "steps"})
     cas = []

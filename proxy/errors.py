@@ -9,3 +9,16 @@ class MirrorlabError(Exception):
 
 class ConfigError(MirrorlabError):
     """A configuration file that containers/image (or OpenShift) would refuse."""
+
+
+def yaml_error(path: str, error: Exception) -> ConfigError:
+    """A PyYAML error as one line naming the place: `FILE:LINE:COLUMN: invalid YAML: why`.
+
+    PyYAML's own text spans lines (the context, then the problem, then a mark)."""
+    mark = getattr(error, "problem_mark", None)
+    position = getattr(error, "position", None)  # a ReaderError: a character YAML refuses
+    where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+    why = getattr(error, "problem", None) or str(error).splitlines()[0]
+    if mark is None and position is not None:
+        why = f"{why} (character {position + 1})"
+    return ConfigError(f"{path}{where}: invalid YAML: {' '.join(str(why).split())}")

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.scenario import parse_scenario
+from harness.scenario import load_scenario, parse_scenario
 from proxy.authfile import find_credentials, parse_auth_file
 from proxy.errors import MirrorlabError
 from proxy.openshift.crs import load_crs
@@ -149,7 +149,7 @@ def test_every_request_gets_an_oci_answer(parts: list[str], query: str, method: 
         assert "errors" in json.loads(body)
 
 
-_PROXY = {}
+_PROXY: dict[str, str] = {}
 
 
 async def _request(method: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
@@ -177,3 +177,25 @@ def _node_root() -> str:
     (root / "etc/containers/policy.json").write_text(
         '{"default": [{"type": "insecureAcceptAnything"}]}')
     return str(root)
+
+
+YAML_ERRORS = [
+    # found by the fuzz run: PyYAML's reader error spanned two lines
+    ("kind: Image\x0b", "invalid YAML: unacceptable character #x000b: special characters are "
+                        "not allowed (character 12)"),
+    ("a: [", ":1:5: invalid YAML: expected the node content, but found '<stream end>'"),
+    ("a: b: c", ":1:5: invalid YAML: mapping values are not allowed here"),
+    ("\tx: 1", ":1:1: invalid YAML: found character '\\t' that cannot start any token"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), YAML_ERRORS)
+def test_yaml_errors_are_one_line_with_the_place(tmp_path: Path, text: str,
+                                                 message: str) -> None:
+    path = tmp_path / "in.yaml"
+    path.write_text(text)
+    for load in (lambda: load_crs([str(path)]), lambda: load_scenario(str(path))):
+        with pytest.raises(MirrorlabError) as caught:
+            load()
+        assert str(caught.value).startswith(str(path))
+        assert str(caught.value).endswith(message)

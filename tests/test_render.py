@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -29,7 +30,7 @@ from proxy.openshift.render import (
 )
 from proxy.openshift.scopes import nested, valid_mirror, valid_registries_conf_scope, valid_source
 
-Entries = list[list[dict[str, Any]]]
+Entries = Sequence[Sequence[dict[str, Any]]]
 
 
 def crs(*, insecure: list[str] | None = None, blocked: list[str] | None = None,
@@ -106,8 +107,10 @@ EDIT_VECTORS = [
       {"location": "docker.io", "blocked": True},
       {"location": "registry.access.redhat.com", "insecure": True},
       {"location": "insecure.com", "insecure": True}]),
-    ("U-E03", crs(**E03_SCOPES, icsp=[SETS]), E03_OUT),
-    ("U-E04", crs(**E03_SCOPES, idms=[SETS]), E03_OUT),
+    ("U-E03", crs(insecure=E03_SCOPES["insecure"], blocked=E03_SCOPES["blocked"],
+                  icsp=[SETS]), E03_OUT),
+    ("U-E04", crs(insecure=E03_SCOPES["insecure"], blocked=E03_SCOPES["blocked"],
+                  idms=[SETS]), E03_OUT),
     ("U-E05", crs(itms=[[{"source": "registry-a.com", "mirrors": ["mirror-tag-1.registry-a.com"]},
                          {"source": "registry-b.com",
                           "mirrors": ["mirror-tag-1.registry-b.com"]}]]),
@@ -314,9 +317,16 @@ def test_crd_grammar_is_linear_on_bad_input() -> None:
 
 
 VALIDATION = [
-    (crs(insecure=[""], blocked=["*.block.com"]), 'invalid entry for insecure registries ""'),
+    (crs(insecure=[""], blocked=["*.block.com"]),
+     'image.yaml: Image/cluster: spec.registrySources: invalid entry for insecure registries ""'),
     (crs(insecure=["*.insecure.com"], blocked=[""], idms=[SETS]),
      'invalid entry for blocked registries ""'),
+    # found by the fuzz run: this one did not name the file
+    (crs(allowed=["exam*ple.com"]),
+     'image.yaml: Image/cluster: spec.registrySources: invalid entry for allowed registries '
+     '"exam*ple.com"'),
+    (crs(allowed=["a.io"], blocked=["b.io"]),
+     "image.yaml: Image/cluster: spec.registrySources: invalid images config: only one of"),
     (crs(idms=[[{"source": "", "mirrors": ["blocked.com/ns-b1"]}]]),
      'invalid format for source ""'),
     (crs(idms=[[{"source": "insecure.com/ns-i1", "mirrors": ["", "other.com/ns-o1"]}]]),
@@ -391,7 +401,8 @@ POLICIES = [
                          ids=[p[0] for p in POLICIES])
 def test_policy_json(vector: str, lists: dict[str, list[str]], default: list[Any],
                      docker: dict[str, Any], not_atomic: list[str] | None) -> None:
-    data = render(crs(**lists)).files[POLICY_JSON]
+    node_crs = crs(allowed=lists.get("allowed"), blocked=lists.get("blocked"))
+    data = render(node_crs).files[POLICY_JSON]
     policy = json.loads(data)
     assert policy["default"] == default
     assert policy["transports"]["docker"] == docker
@@ -460,7 +471,8 @@ def test_d_p3_block_quay_mirror_the_payload() -> None:
         {"location": "quay.io/openshift-release-dev", "blocked": True,
          "mirrors": ["mirror.local/ocp D"]},
         {"location": "quay.io", "blocked": True}]
-    policy = json.loads(render(node_crs, RenderOptions(**options)).files[POLICY_JSON])
+    policy = json.loads(render(node_crs, RenderOptions(release_image=options["release_image"]))
+                        .files[POLICY_JSON])
     expected = {"quay.io": RJ, "quay.io/openshift-release-dev/ocp-release": IA}
     assert policy["default"] == IA
     assert policy["transports"]["docker"] == expected == policy["transports"]["atomic"]

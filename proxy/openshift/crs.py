@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, yaml_error
 from .scopes import valid_mirror, valid_source
 
 IDMS, ITMS, ICSP = "ImageDigestMirrorSet", "ImageTagMirrorSet", "ImageContentSourcePolicy"
@@ -124,11 +124,9 @@ def documents(path: str) -> Iterator[dict[str, Any]]:
     try:
         with open(path, encoding="utf-8") as handle:
             loaded = list(yaml.safe_load_all(handle))
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: invalid YAML: {error.problem}") from None
-    except (yaml.YAMLError, OSError, UnicodeDecodeError) as error:
+    except yaml.YAMLError as error:
+        raise yaml_error(path, error) from None
+    except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: {error}") from None
     for index, document in enumerate(loaded):
         if document is None:

@@ -33,10 +33,11 @@ ACCEPT = [{"type": "insecureAcceptAnything"}]
 REJECT = [{"type": "reject"}]
 
 
-def check_scopes(kind: str, scopes: Sequence[str]) -> None:
+def check_scopes(kind: str, scopes: Sequence[str], where: str = "") -> None:
+    """The operator's check and message; `where` (file and field) goes before it."""
     for scope in scopes:
         if not valid_registries_conf_scope(scope):
-            raise ConfigError(f'invalid entry for {kind} registries "{scope}"')
+            raise ConfigError(f'{where}invalid entry for {kind} registries "{scope}"')
 
 
 def go_json(value: object) -> bytes:

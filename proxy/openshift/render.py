@@ -59,11 +59,12 @@ def _mirror_entries(crs: ClusterCRs) -> list[tuple[str, MirrorEntry]]:
 
 
 def validate_scopes(insecure: Sequence[str], blocked: Sequence[str], allowed: Sequence[str],
-                    entries: Sequence[tuple[str, MirrorEntry]]) -> None:
-    """`validateRegistriesConfScopes`: the first error wins, in the operator's order."""
-    check_scopes("insecure", insecure)
-    check_scopes("blocked", blocked)
-    check_scopes("allowed", allowed)
+                    entries: Sequence[tuple[str, MirrorEntry]], where: str = "") -> None:
+    """`validateRegistriesConfScopes`: the first error wins, in the operator's order.
+    `where` prefixes errors in the image config's lists."""
+    check_scopes("insecure", insecure, where)
+    check_scopes("blocked", blocked, where)
+    check_scopes("allowed", allowed, where)
     policies: dict[str, str] = {}
     for _, entry in entries:
         where = entry.origin.at(entry.path)
@@ -173,7 +174,9 @@ def render(crs: ClusterCRs, options: RenderOptions = RenderOptions()) -> Rendere
             "] to blocked registries, cannot block the repository being used by the payload "
             "(the operator logs this and continues without them)")
     insecure = list(image.insecure or ()) if image else []
-    validate_scopes(insecure, payload.registries_blocked, [], _mirror_entries(crs))
+    # The operator's scope messages name only the value; ours also name the file and field.
+    where = image.origin.at("spec.registrySources") + ": " if image else ""
+    validate_scopes(insecure, payload.registries_blocked, [], _mirror_entries(crs), where)
 
     mirror_sets_exist = bool(crs.mirror_sets)
     regenerate = ((image is not None and image.insecure is not None)
@@ -200,7 +203,10 @@ def render(crs: ClusterCRs, options: RenderOptions = RenderOptions()) -> Rendere
 
     repository = (parse_docker_reference(options.release_image).name
                   if options.release_image else None)
-    policy = build_policy(payload.allowed, payload.policy_blocked, repository)
+    try:
+        policy = build_policy(payload.allowed, payload.policy_blocked, repository)
+    except ConfigError as error:
+        raise ConfigError(f"{where}{error}") from None
     node.regenerated[POLICY_JSON] = policy is not None
     node.files[POLICY_JSON] = policy if policy is not None else TEMPLATE_POLICY
     if policy is None:
