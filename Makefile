@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEBIAN_PACKAGES := docker-registry podman skopeo runc iproute2 util-linux
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo bench fuzz clean
 
 setup: $(STAMP)
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -40,6 +40,15 @@ demo: setup
 
 bench: setup
 	$(BIN)/mirrorlab bench
+
+# Coverage-guided fuzzing of every reader of outside input; crashes land in fuzz/.
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	@mkdir -p fuzz
+	for t in $$($(BIN)/python -m tests.fuzz --list); do \
+	  $(BIN)/python -m tests.fuzz $$t fuzz/corpus-$$t -max_total_time=$(FUZZ_SECONDS) \
+	    -artifact_prefix=fuzz/ || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

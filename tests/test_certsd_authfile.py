@@ -161,9 +161,9 @@ def test_tls_context_per_host(tmp_path: Path, files: list[str], insecure: bool,
             verifies, trusts, shared = expected
             assert (context.verify_mode == ssl.CERT_REQUIRED) is verifies
             assert context.check_hostname is verifies
-            organizations = {value for cert in context.get_ca_certs()
-                             for rdn in cert["subject"] for key, value in rdn
-                             if key == "organizationName"}
+            organizations = {str(pair[1]) for cert in context.get_ca_certs()
+                             for rdn in cert["subject"] for pair in rdn
+                             if pair[0] == "organizationName"}
             assert any(name.startswith("trustme") for name in organizations) is trusts
             shares = {"system": upstreams._system, "unverified": upstreams._unverified}
             assert (context is shares[shared]) if shared else context not in shares.values()

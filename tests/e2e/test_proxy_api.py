@@ -168,8 +168,10 @@ def test_reload_on_sighup_keeps_the_old_configuration_when_the_new_one_is_bad(
         clean_lab: Lab, proxy_factory: Factory) -> None:
     lab = clean_lab
     proxy = proxy_factory(lab, chain(lab))
-    source = lambda: proxy.get("/v2/quay.io/ns/app/manifests/v1", OCI_MANIFEST)[1][  # noqa: E731
-        "X-Mirrorlab-Source"]
+
+    def source() -> str:
+        return proxy.get("/v2/quay.io/ns/app/manifests/v1", OCI_MANIFEST)[1]["X-Mirrorlab-Source"]
+
     assert source().startswith(lab.faults.address)
     proxy.conf_path.write_text('[[registry]]\nlocation = "quay.io/ns"\n'
                                '[[registry.mirror]]\nlocation = "mirror2.example.net/ns"\n')

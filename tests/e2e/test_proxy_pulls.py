@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,7 +64,7 @@ SERVED = [
 @pytest.mark.parametrize(("options", "fault", "by", "host"),
                          [case[1:] for case in SERVED], ids=[case[0] for case in SERVED])
 def test_podman_pull_is_served_by(clean_lab: Lab, proxy_factory: object, podman: Podman,
-                                  options: dict[str, object], fault: Fault, by: str,
+                                  options: dict[str, Any], fault: Fault, by: str,
                                   host: str) -> None:
     lab = clean_lab
     proxy = proxy_factory(lab, chain(lab, **options))  # type: ignore[operator]

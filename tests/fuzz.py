@@ -1,0 +1,173 @@
+"""Coverage-guided fuzzing (atheris, libFuzzer) of every reader of outside input.
+
+    python -m tests.fuzz TARGET [CORPUS_DIR] [libFuzzer flags: -runs=N -max_total_time=S]
+    python -m tests.fuzz --list
+
+Each target feeds the bytes to the same loader the CLI and the proxy use. The only outcomes
+allowed are success or the loader's own error, on one line, naming the file; any other
+exception is a crash, which libFuzzer reports with the input that caused it (written to
+`crash-*`). `make fuzz` runs every target for a while; the suite runs each one briefly
+(tests/test_fuzz.py) from the seeds below.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import atheris
+
+with atheris.instrument_imports(include=["proxy", "harness"]):
+    from harness.scenario import load_scenario
+    from proxy.authfile import load_auth_files
+    from proxy.errors import MirrorlabError
+    from proxy.openshift.crs import load_crs
+    from proxy.openshift.render import render
+    from proxy.policy import load_policy
+    from proxy.reference import InvalidReference, parse_docker_reference, validate_digest
+    from proxy.registries_conf import RegistriesConfPaths, load_registries_conf
+    from proxy.routing import route
+    from proxy.server import _parse_range
+
+WORK = Path(tempfile.mkdtemp(prefix="mirrorlab-fuzz-"))
+SEEDS = Path(__file__).parent / "golden" / "seed"
+
+
+def _one_line(error: Exception, names: str = "") -> None:
+    text = str(error)
+    if not text or "\n" in text or (names and names not in text):
+        raise AssertionError(f"unhelpful error {type(error).__name__}: {text!r}")
+
+
+def _file(data: bytes, name: str) -> str:
+    path = WORK / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def fuzz_reference(data: bytes) -> None:
+    text = data.decode("utf-8", "replace")
+    try:
+        ref = parse_docker_reference(text)
+    except InvalidReference as error:
+        _one_line(error)
+        return
+    if parse_docker_reference(str(ref)) != ref:
+        raise AssertionError(f"{text!r}: normal form {ref} does not parse back to itself")
+
+
+def fuzz_request(data: bytes) -> None:
+    """What the proxy reads from a request before any I/O: the name (path or `?ns=`),
+    the tag or digest, and the Range header."""
+    fdp = atheris.FuzzedDataProvider(data)
+    name = fdp.ConsumeUnicodeNoSurrogates(200)
+    ns = fdp.ConsumeUnicodeNoSurrogates(40) or None
+    identity = fdp.ConsumeUnicodeNoSurrogates(100)
+    header = fdp.ConsumeUnicodeNoSurrogates(60)
+    total = fdp.ConsumeIntInRange(1, 1 << 40)
+    try:
+        found = route(name, ns)
+        found.reference(identity)
+    except ValueError as error:  # InvalidReference is one
+        _one_line(error)
+    if ":" in identity:
+        try:
+            validate_digest(identity)
+        except InvalidReference as error:
+            _one_line(error)
+    try:
+        window = _parse_range(header, total)
+    except ValueError:
+        return
+    if window is not None and not 0 <= window[0] <= window[1] < total:
+        raise AssertionError(f"range {header!r} of {total} gave {window}")
+
+
+def fuzz_registries_conf(data: bytes) -> None:
+    path = _file(data, "registries.conf")
+    try:
+        load_registries_conf(RegistriesConfPaths(path, True, ()))
+    except MirrorlabError as error:
+        _one_line(error, path)
+
+
+def fuzz_policy(data: bytes) -> None:
+    path = _file(data, "policy.json")
+    try:
+        load_policy(path)
+    except MirrorlabError as error:
+        _one_line(error, path)
+
+
+def fuzz_auth_file(data: bytes) -> None:
+    path = _file(data, "auth.json")
+    try:
+        load_auth_files([(path, False)])
+    except MirrorlabError as error:
+        _one_line(error, path)
+
+
+def fuzz_crs(data: bytes) -> None:
+    path = _file(data, "crs.yaml")
+    try:
+        render(load_crs([path]))
+    except MirrorlabError as error:
+        _one_line(error, path)
+
+
+def fuzz_scenario(data: bytes) -> None:
+    path = _file(data, "scenario.yaml")
+    try:
+        load_scenario(path)
+    except MirrorlabError as error:
+        _one_line(error, path)
+
+
+TARGETS: dict[str, tuple[Callable[[bytes], None], list[str]]] = {
+    # name: (target, seed files under tests/golden/seed matching these suffixes)
+    "reference": (fuzz_reference, []),
+    "request": (fuzz_request, []),
+    "registries_conf": (fuzz_registries_conf, [".conf"]),
+    "policy": (fuzz_policy, [".json"]),
+    "auth_file": (fuzz_auth_file, [".json"]),
+    "crs": (fuzz_crs, [".yaml"]),
+    "scenario": (fuzz_scenario, [".yaml"]),
+}
+EXTRA_SEEDS = {
+    "reference": [b"quay.io/ns/app:v1", b"localhost:5000/a@sha256:" + b"a" * 64, b"busybox"],
+    "request": [b"quay.io/ns/app\x00v1\x00bytes=0-9", b"library/busybox"],
+    "auth_file": [b'{"auths": {"quay.io": {"auth": "dXNlcjpwYXNz"}}}'],
+    "scenario": [(Path(__file__).parents[1] / "harness/scenarios/seed-failover.yaml")
+                 .read_bytes()],
+}
+
+
+def seed_corpus(name: str, directory: Path) -> None:
+    """Fill `directory` with the golden files (and a few hand-picked inputs) for `name`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _, suffixes = TARGETS[name]
+    seeds = [p.read_bytes() for p in sorted(SEEDS.iterdir()) if p.suffix in suffixes]
+    for index, seed in enumerate(seeds + EXTRA_SEEDS.get(name, [])):
+        (directory / f"seed-{index}").write_bytes(seed)
+
+
+def main() -> None:
+    if sys.argv[1:] == ["--list"]:
+        print(*TARGETS)
+        return
+    if len(sys.argv) < 2 or sys.argv[1] not in TARGETS:
+        sys.exit(f"usage: python -m tests.fuzz {{{','.join(TARGETS)}}} [corpus] [flags]")
+    name = sys.argv.pop(1)
+    corpus = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
+    for directory in corpus:
+        if not os.path.isdir(directory) or not os.listdir(directory):
+            seed_corpus(name, Path(directory))
+    atheris.Setup(sys.argv, TARGETS[name][0])
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
