@@ -98,6 +98,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         buffer_budget=args.buffer_budget_mib * 1024 * 1024,
         timeouts=Timeouts(connect=args.connect_timeout, read=args.read_timeout),
         cooldown_seconds=0.0 if args.strict else args.cooldown,
+        idle_timeout=args.idle_timeout,
     )
     configure_logging()
     try:
@@ -144,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "them through [aliases] and unqualified-search-registries as podman does")
     p.add_argument("--connect-timeout", type=float, default=5.0, metavar="SECONDS")
     p.add_argument("--read-timeout", type=float, default=30.0, metavar="SECONDS")
+    p.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="close a client connection without a complete request for this long "
+                   "(default: %(default)s)")
     p.add_argument("--cooldown", type=float, default=30.0, metavar="SECONDS",
                    help="skip a host that keeps failing for this long (default: %(default)s)")
     p.add_argument("--buffer-budget-mib", type=int, default=16, metavar="MIB",

@@ -72,6 +72,9 @@ class ServeOptions:
     buffer_budget: int = BUFFER_BUDGET
     """Bytes of small blobs held whole for verification at once, across all requests; past
     it, a small blob streams with its last chunk held back, like a large one."""
+    idle_timeout: float = 60.0
+    """A client connection that sends no (complete) request for this long is closed: an
+    idle keep-alive, a silent socket, or headers trickling in (aiohttp's default: an hour)."""
     short_names: str = "default"
     """`default`: a path naming no registry goes to `default_registry`; `search`: it is
     resolved through `[aliases]` and `unqualified-search-registries`, as podman does."""
@@ -759,7 +762,10 @@ async def serve(options: ServeOptions, host: str, port: int,
                 ssl_context: object | None = None) -> None:
     """Run until cancelled (SIGINT/SIGTERM)."""
     proxy = Proxy(options)
-    runner = web.AppRunner(proxy.app(), access_log=None, handle_signals=False)
+    # lingering_time: how long a body nobody asked for (this API takes none) is read and
+    # dropped after the answer, before the connection closes (aiohttp's default: 10 s).
+    runner = web.AppRunner(proxy.app(), access_log=None, handle_signals=False,
+                           keepalive_timeout=options.idle_timeout, lingering_time=2.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)  # type: ignore[arg-type]
     await site.start()

@@ -349,3 +349,45 @@ def test_proxy_serves_tls_that_podman_verifies(clean_lab: Lab, proxy_factory: Fa
     assert podman.digest(ref) == app.digest
     untrusted = podman.pull(ref, cert_dir=str(tmp_path))  # no CA: verification must fail
     assert untrusted.returncode != 0 and "certificate" in untrusted.stderr
+
+
+HEADERS_OK = b"GET /v2/ HTTP/1.1\r\nHost: x\r\n"
+CLIENT_LIMITS = [
+    # what a client sends, what the proxy answers (status line start, or closed)
+    ("header of 100 kB", HEADERS_OK + b"X-A: " + b"a" * 100_000 + b"\r\n\r\n", b"HTTP/1.0 400"),
+    ("5000 headers", HEADERS_OK + b"".join(b"X-%d: 1\r\n" % i for i in range(5000)) + b"\r\n",
+     b"HTTP/1.0 400"),
+    ("URL of 100 kB", b"GET /v2/" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+     b"HTTP/1.0 400"),
+    ("body on a pull API", b"PUT /v2/a/blobs/uploads/ HTTP/1.1\r\nHost: x\r\n"
+     b"Content-Length: 10000000\r\n\r\n" + b"x" * 65536, b"HTTP/1.1 405"),
+    ("silent connection", b"", b""),
+    ("headers that never end", HEADERS_OK, b""),
+    ("idle after a request", HEADERS_OK + b"\r\n", b"HTTP/1.1 200"),
+]
+
+
+@pytest.mark.parametrize(("sent", "answer"), [c[1:] for c in CLIENT_LIMITS],
+                         ids=[c[0] for c in CLIENT_LIMITS])
+def test_client_limits(clean_lab: Lab, proxy_factory: Factory, sent: bytes,
+                       answer: bytes) -> None:
+    """Oversized requests get a 4xx; a connection without a complete request is closed after
+    --idle-timeout (here 1 s), so no client can hold the proxy's sockets; the proxy lives on."""
+    import socket
+
+    proxy = proxy_factory(clean_lab, chain(clean_lab), extra=("--idle-timeout", "1"))
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as client:
+        started = time.monotonic()
+        client.sendall(sent)
+        received = b""
+        try:
+            while chunk := client.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass
+        closed_after = time.monotonic() - started
+    assert received.startswith(answer), received[:200]
+    assert closed_after < 5, closed_after  # a body nobody reads is dropped for 2 s at most
+    if not answer or answer.endswith(b"200"):  # only the idle timeout closes these
+        assert closed_after > 0.9, closed_after
+    assert proxy.get("/healthz")[0] == 200
