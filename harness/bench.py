@@ -9,7 +9,8 @@
 - the proxy's peak resident memory while it streams the blob and a larger one (flat in size);
 - 32 and 128 concurrent pulls of a many-layer image, repeated and alternated with direct:
   aggregate throughput and p99 pull time, and the proxy's peak memory;
-- `podman pull` wall time of an image, direct vs through mirrorlab (a fresh store each time);
+- `podman pull` wall time of the demo's image, direct vs through mirrorlab (a fresh store
+  each time);
 - failover cost: what a pull pays when the first mirror refuses connections or accepts and
   hangs (bounded by the read timeout), for the first pull and, with the cool-down on, later.
 
@@ -38,6 +39,7 @@ from .faults import Fault, FaultProxy
 from .images import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, Blob, RegistryClient, make_image
 from .net import free_port, wait_for_http
 from .registry import RegistryProcess
+from .scenario import load_scenario
 
 CHUNK = 1024 * 1024
 
@@ -150,6 +152,7 @@ def _sha256_mb_per_s(size: int = 64 * 1024 * 1024) -> float:
 
 
 READ_TIMEOUT = 2.0
+DEMO_IMAGE = "ubi"
 MANY_LAYERS = 16
 LAYER_SIZE = 512 * 1024
 
@@ -283,8 +286,8 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
         del large
         many = make_image("bench-many", (LAYER_SIZE,) * MANY_LAYERS)
         client.push_image("bench/many", many, "v1")
-        podman_image = make_image("bench-podman", (1024 * 1024, 8 * 1024 * 1024))
-        client.push_image("bench/podman", podman_image, "v1")
+        demo = load_scenario(None).image(DEMO_IMAGE)  # what `make demo` pulls
+        client.push_image("bench/podman", make_image(demo.seed, demo.layers), "v1")
         conf = workdir / "registries.conf"
         text = (f'[[registry]]\nlocation = "quay.io/bench"\n[[registry.mirror]]\n'
                 f'location = "{origin.address}/bench"\ninsecure = true\n')

@@ -106,7 +106,8 @@ def _markdown(results: dict[str, Any], plot: str | None) -> str:
               "spent per GB allows mirrorlab at most "
               f"{' and '.join(bounds)} concurrent pulls of direct."]
     podman = results["podman"]
-    lines += ["", f"`podman pull` into an empty store: direct {podman['direct']['median_s']} s, "
+    lines += ["", "`podman pull` of the demo image into an empty store: direct "
+              f"{podman['direct']['median_s']} s, "
               f"through mirrorlab {podman['mirrorlab']['median_s']} s "
               f"(median of {results['reps']})."]
     failover = results["failover"]
