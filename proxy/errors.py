@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+# Control characters as Go's %q writes them, so that a value quoted from the input (a
+# policy type "a\nb", a YAML key with a tab) can never break the message's single line.
+_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F, 0x85]} | {
+    ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
 
 class MirrorlabError(Exception):
-    """Base of every error caused by input (files, references, flags), not by a bug."""
+    """Base of every error caused by input (files, references, flags), not by a bug.
+    Its message is one line by construction."""
+
+    def __init__(self, message: str = "", *args: object) -> None:
+        super().__init__(str(message).translate(_ESCAPES), *args)
 
 
 class ConfigError(MirrorlabError):

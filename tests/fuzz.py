@@ -38,7 +38,7 @@ SEEDS = Path(__file__).parent / "golden" / "seed"
 
 def _one_line(error: Exception, names: str = "") -> None:
     text = str(error)
-    if not text or "\n" in text or (names and names not in text):
+    if len(text.splitlines()) != 1 or (names and names not in text):
         raise AssertionError(f"unhelpful error {type(error).__name__}: {text!r}")
 
 
@@ -86,55 +86,28 @@ def fuzz_request(data: bytes) -> None:
         raise AssertionError(f"range {header!r} of {total} gave {window}")
 
 
-def fuzz_registries_conf(data: bytes) -> None:
-    path = _file(data, "registries.conf")
-    try:
-        load_registries_conf(RegistriesConfPaths(path, True, ()))
-    except MirrorlabError as error:
-        _one_line(error, path)
-
-
-def fuzz_policy(data: bytes) -> None:
-    path = _file(data, "policy.json")
-    try:
-        load_policy(path)
-    except MirrorlabError as error:
-        _one_line(error, path)
-
-
-def fuzz_auth_file(data: bytes) -> None:
-    path = _file(data, "auth.json")
-    try:
-        load_auth_files([(path, False)])
-    except MirrorlabError as error:
-        _one_line(error, path)
-
-
-def fuzz_crs(data: bytes) -> None:
-    path = _file(data, "crs.yaml")
-    try:
-        render(load_crs([path]))
-    except MirrorlabError as error:
-        _one_line(error, path)
-
-
-def fuzz_scenario(data: bytes) -> None:
-    path = _file(data, "scenario.yaml")
-    try:
-        load_scenario(path)
-    except MirrorlabError as error:
-        _one_line(error, path)
+def loader(name: str, load: Callable[[str], object]) -> Callable[[bytes], None]:
+    """A target writing the bytes to a file called `name` and reading it with `load`."""
+    def target(data: bytes) -> None:
+        path = _file(data, name)
+        try:
+            load(path)
+        except MirrorlabError as error:
+            _one_line(error, path)
+    return target
 
 
 TARGETS: dict[str, tuple[Callable[[bytes], None], list[str]]] = {
     # name: (target, seed files under tests/golden/seed matching these suffixes)
     "reference": (fuzz_reference, []),
     "request": (fuzz_request, []),
-    "registries_conf": (fuzz_registries_conf, [".conf"]),
-    "policy": (fuzz_policy, [".json"]),
-    "auth_file": (fuzz_auth_file, [".json"]),
-    "crs": (fuzz_crs, [".yaml"]),
-    "scenario": (fuzz_scenario, [".yaml"]),
+    "registries_conf": (loader("registries.conf", lambda path: load_registries_conf(
+        RegistriesConfPaths(path, True, ()))), [".conf"]),
+    "policy": (loader("policy.json", load_policy), [".json"]),
+    "auth_file": (loader("auth.json", lambda path: load_auth_files([(path, False)])),
+                  [".json"]),
+    "crs": (loader("crs.yaml", lambda path: render(load_crs([path]))), [".yaml"]),
+    "scenario": (loader("scenario.yaml", load_scenario), [".yaml"]),
 }
 EXTRA_SEEDS = {
     "reference": [b"quay.io/ns/app:v1", b"localhost:5000/a@sha256:" + b"a" * 64, b"busybox"],
@@ -163,7 +136,8 @@ def main() -> None:
     name = sys.argv.pop(1)
     corpus = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
     for directory in corpus:
-        if not os.path.isdir(directory) or not os.listdir(directory):
+        if not os.path.exists(directory) or (os.path.isdir(directory)
+                                             and not os.listdir(directory)):
             seed_corpus(name, Path(directory))
     atheris.Setup(sys.argv, TARGETS[name][0])
     atheris.Fuzz()

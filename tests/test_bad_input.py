@@ -199,3 +199,24 @@ def test_yaml_errors_are_one_line_with_the_place(tmp_path: Path, text: str,
             load()
         assert str(caught.value).startswith(str(path))
         assert str(caught.value).endswith(message)
+
+
+ESCAPED = [
+    # found by the fuzz run: a value quoted from the input broke the error's line
+    ('{"default": [{"type": "insecureAccept\\nAnything"}]}',
+     'Unknown policy requirement type "insecureAccept\\nAnything"'),
+    ('{"default": [{"type": "a\\u2028b\\u0000"}]}',
+     'Unknown policy requirement type "a\\u2028b\\x00"'),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), ESCAPED)
+def test_quoted_input_is_escaped_in_errors(tmp_path: Path, text: str, message: str) -> None:
+    from proxy.policy import load_policy
+
+    path = tmp_path / "policy.json"
+    path.write_text(text)
+    with pytest.raises(MirrorlabError) as caught:
+        load_policy(str(path))
+    assert len(str(caught.value).splitlines()) == 1
+    assert str(caught.value).endswith(message)
