@@ -391,3 +391,35 @@ def test_client_limits(clean_lab: Lab, proxy_factory: Factory, sent: bytes,
     if not answer or answer.endswith(b"200"):  # only the idle timeout closes these
         assert closed_after > 0.9, closed_after
     assert proxy.get("/healthz")[0] == 200
+
+
+UPSTREAM_TLS = [
+    # certs.d holds the lab CA, mirror2 insecure -> outcome of the mirror2 attempt
+    (True, False, "served"),
+    (False, False, "tls"),  # verified by default: the lab CA is in no system store
+    (False, True, "served"),  # only `insecure` relaxes it
+]
+
+
+@pytest.mark.parametrize(("trusted", "insecure", "outcome"), UPSTREAM_TLS)
+def test_upstream_tls_is_verified_unless_insecure(clean_lab: Lab, proxy_factory: Factory,
+                                                  tmp_path: Path, trusted: bool,
+                                                  insecure: bool, outcome: str) -> None:
+    lab = clean_lab
+    conf = chain(lab)
+    if insecure:
+        conf = conf.replace('location = "mirror2.example.net/ns"\n',
+                            'location = "mirror2.example.net/ns"\ninsecure = true\n')
+    target = SimpleNamespace(certs_d=lab.certs_d if trusted else tmp_path / "empty",
+                             resolve_args=lab.resolve_args)
+    proxy = proxy_factory(target, conf)
+    lab.faults.set(Fault("refuse"))
+    status, headers, _ = proxy.get("/v2/quay.io/ns/app/manifests/v1", OCI_MANIFEST)
+    mirror2 = [e for e in proxy.events() if str(e["source"]).startswith("mirror2")]
+    assert mirror2[0]["outcome"] == outcome, mirror2
+    if outcome == "served":
+        assert status == 200
+        assert headers["X-Mirrorlab-Source"].startswith("mirror2.example.net")
+    else:  # the source quay.io has a lab certificate too: nothing is left
+        assert status == 502
+        assert [e["outcome"] for e in proxy.events()][1:] == ["tls", "tls"]
