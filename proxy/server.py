@@ -625,6 +625,9 @@ class _BlobTransfer:
             try:
                 if self.response is None and self.small is None:
                     await self._begin(source, fallback)
+                    if self.range_error:  # the size is known: 416 without the body
+                        self.served_by = source
+                        return await self._served(step, started, fallback)
                 too_long = False
                 async for chunk in upstream.content.iter_chunked(CHUNK):
                     if skip:
@@ -689,8 +692,10 @@ class _BlobTransfer:
         except ValueError:
             self.range_error = True
             window = None
+        if self.range_error:
+            return
         fits = self.proxy.buffered + self.total <= self.proxy.options.buffer_budget
-        if (self.total <= SMALL_BLOB and fits) or self.range_error:
+        if self.total <= SMALL_BLOB and fits:
             self.small = bytearray(self.total)
             self.reserved = self.total
             self.proxy.buffered += self.total

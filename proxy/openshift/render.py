@@ -59,12 +59,12 @@ def _mirror_entries(crs: ClusterCRs) -> list[tuple[str, MirrorEntry]]:
 
 
 def validate_scopes(insecure: Sequence[str], blocked: Sequence[str], allowed: Sequence[str],
-                    entries: Sequence[tuple[str, MirrorEntry]], where: str = "") -> None:
+                    entries: Sequence[tuple[str, MirrorEntry]], lists_at: str = "") -> None:
     """`validateRegistriesConfScopes`: the first error wins, in the operator's order.
-    `where` prefixes errors in the image config's lists."""
-    check_scopes("insecure", insecure, where)
-    check_scopes("blocked", blocked, where)
-    check_scopes("allowed", allowed, where)
+    `lists_at` (the image config's file and field) prefixes errors in its lists."""
+    check_scopes("insecure", insecure, lists_at)
+    check_scopes("blocked", blocked, lists_at)
+    check_scopes("allowed", allowed, lists_at)
     policies: dict[str, str] = {}
     for _, entry in entries:
         where = entry.origin.at(entry.path)
@@ -175,8 +175,8 @@ def render(crs: ClusterCRs, options: RenderOptions = RenderOptions()) -> Rendere
             "(the operator logs this and continues without them)")
     insecure = list(image.insecure or ()) if image else []
     # The operator's scope messages name only the value; ours also name the file and field.
-    where = image.origin.at("spec.registrySources") + ": " if image else ""
-    validate_scopes(insecure, payload.registries_blocked, [], _mirror_entries(crs), where)
+    lists_at = image.origin.at("spec.registrySources") + ": " if image else ""
+    validate_scopes(insecure, payload.registries_blocked, [], _mirror_entries(crs), lists_at)
 
     mirror_sets_exist = bool(crs.mirror_sets)
     regenerate = ((image is not None and image.insecure is not None)
@@ -206,7 +206,7 @@ def render(crs: ClusterCRs, options: RenderOptions = RenderOptions()) -> Rendere
     try:
         policy = build_policy(payload.allowed, payload.policy_blocked, repository)
     except ConfigError as error:
-        raise ConfigError(f"{where}{error}") from None
+        raise ConfigError(f"{lists_at}{error}") from None
     node.regenerated[POLICY_JSON] = policy is not None
     node.files[POLICY_JSON] = policy if policy is not None else TEMPLATE_POLICY
     if policy is None:

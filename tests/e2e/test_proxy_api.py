@@ -125,6 +125,47 @@ def test_head_requests(clean_lab: Lab, proxy_factory: Factory) -> None:
             assert response.read() == b""
 
 
+Window = Callable[[int], tuple[int, int]]
+RANGES: list[tuple[str, Callable[[int], str], int, Window | None]] = [
+    # id, Range header for a blob of n bytes, status, bytes served (None: 416)
+    ("first-100", lambda n: "bytes=0-99", 206, lambda n: (0, 99)),
+    ("second-half", lambda n: f"bytes={n // 2}-", 206, lambda n: (n // 2, n - 1)),
+    ("last-10", lambda n: "bytes=-10", 206, lambda n: (n - 10, n - 1)),
+    ("end-past-size", lambda n: f"bytes=0-{n * 10}", 206, lambda n: (0, n - 1)),
+    ("start-after-end", lambda n: "bytes=9-1", 416, None),
+    ("start-past-size", lambda n: f"bytes={n}-", 416, None),
+    ("several-ranges", lambda n: "bytes=0-0,5-9", 200, lambda n: (0, n - 1)),  # as distribution
+]
+
+
+@pytest.mark.parametrize("layer_index", [0, 1], ids=["buffered", "streamed"])
+@pytest.mark.parametrize(("header", "status", "window"), [r[1:] for r in RANGES],
+                         ids=[r[0] for r in RANGES])
+def test_blob_ranges(clean_lab: Lab, proxy_factory: Factory, layer_index: int,
+                     header: Callable[[int], str], status: int, window: Window | None) -> None:
+    """Ranges of a 4 KiB layer (verified whole first) and a 6 MiB one (streamed). An
+    unsatisfiable range is answered 416 from the size alone: nothing is downloaded or held."""
+    proxy = proxy_factory(clean_lab, chain(clean_lab))
+    app = clean_lab.images["app"]
+    assert isinstance(app, Image)
+    layer = app.layers[layer_index]
+    size = len(layer.data)
+    got, headers, body = proxy.get(f"/v2/quay.io/ns/app/blobs/{layer.digest}",
+                                   {"Range": header(size)})
+    assert got == status, (got, body[:200])
+    if window is None:
+        assert headers["Content-Range"] == f"bytes */{size}"
+        assert json.loads(proxy.get("/healthz")[2])["buffered_bytes"] == 0
+        metrics = proxy.get("/metrics")[2].decode()
+        assert not [line for line in metrics.splitlines()
+                    if line.startswith("mirrorlab_bytes_total{") and float(line.split()[-1])]
+        return
+    first, last = window(size)
+    assert body == layer.data[first : last + 1]
+    if status == 206:
+        assert headers["Content-Range"] == f"bytes {first}-{last}/{size}"
+
+
 BAD_REQUESTS = [
     ("/v2/quay.io/ns/app/blobs/sha256:abc", 400, "DIGEST_INVALID"),
     ("/v2/quay.io/ns/app/blobs/md5:" + "a" * 32, 400, "DIGEST_INVALID"),
