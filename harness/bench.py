@@ -144,7 +144,7 @@ class _CpuMeter:
 
 
 def _sha256_mb_per_s(size: int = 64 * 1024 * 1024) -> float:
-    """How fast one core hashes here: the floor of any proxy that verifies digests."""
+    """How fast one core hashes here: a bound on any proxy that verifies digests."""
     data = os.urandom(size)
     started = time.perf_counter()
     hashlib.sha256(data).digest()
