@@ -99,6 +99,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         timeouts=Timeouts(connect=args.connect_timeout, read=args.read_timeout),
         cooldown_seconds=0.0 if args.strict else args.cooldown,
         idle_timeout=args.idle_timeout,
+        trusted_realms=tuple(args.trust_realm),
     )
     configure_logging()
     try:
@@ -145,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "them through [aliases] and unqualified-search-registries as podman does")
     p.add_argument("--connect-timeout", type=float, default=5.0, metavar="SECONDS")
     p.add_argument("--read-timeout", type=float, default=30.0, metavar="SECONDS")
+    p.add_argument("--trust-realm", action="append", default=[], metavar="HOST",
+                   help="send auth.json credentials to this token service even though it is "
+                   "not on the registry's own site (containers/image sends them to any realm; "
+                   "mirrorlab only to the same host or domain unless told)")
     p.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="close a client connection without a complete request for this long "
                    "(default: %(default)s)")

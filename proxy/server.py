@@ -72,6 +72,8 @@ class ServeOptions:
     buffer_budget: int = BUFFER_BUDGET
     """Bytes of small blobs held whole for verification at once, across all requests; past
     it, a small blob streams with its last chunk held back, like a large one."""
+    trusted_realms: tuple[str, ...] = ()
+    """Token-service hosts that receive credentials though not on the registry's site."""
     idle_timeout: float = 60.0
     """A client connection that sends no (complete) request for this long is closed: an
     idle keep-alive, a silent socket, or headers trickling in (aiohttp's default: an hour)."""
@@ -188,7 +190,8 @@ class Proxy:
 
     async def _startup(self, app: web.Application) -> None:
         self.upstreams = Upstreams(certs=self.config.certs, auth_files=self.config.auth_files,
-                                   resolve=self.options.resolve, timeouts=self.options.timeouts)
+                                   resolve=self.options.resolve, timeouts=self.options.timeouts,
+                                   trusted_realms=self.options.trusted_realms)
         if self.options.reload_interval > 0:
             self._spawn(self._watch_files())
         # Outside the main thread (tests) there is no SIGHUP; reload() is still callable.

@@ -16,6 +16,7 @@ import base64
 import email.utils
 import hashlib
 import json
+import logging
 import re
 import ssl
 import time
@@ -32,6 +33,8 @@ from .certsd import CertsDirSettings, certs_dir_for, read_certs_dir
 from .errors import ConfigError
 from .plan import PullSource
 from .resolve_table import ResolveTable
+
+log = logging.getLogger("mirrorlab.proxy")
 
 MANIFEST_LIMIT = 4 * 1024 * 1024
 USER_AGENT = "mirrorlab/0.1"
@@ -120,9 +123,13 @@ class Upstreams:
     """One shared HTTP client for every source, with per-host TLS, pings and tokens."""
 
     def __init__(self, *, certs: CertsDirSettings, auth_files: Iterable[AuthFile],
-                 resolve: ResolveTable, timeouts: Timeouts = Timeouts()) -> None:
+                 resolve: ResolveTable, timeouts: Timeouts = Timeouts(),
+                 trusted_realms: Iterable[str] = ()) -> None:
         self.certs = certs
         self.auth_files = list(auth_files)
+        # Token services on another site that may still receive credentials (--trust-realm).
+        self.trusted_realms = frozenset(trusted_realms)
+        self._withheld: set[tuple[str, str]] = set()
         self.timeouts = timeouts
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(resolver=resolve.resolver(), limit=0,
@@ -248,9 +255,18 @@ class Upstreams:
             query["service"] = service
         headers = {}
         realm_host = urlsplit(realm).hostname or ""
-        if creds and creds.username and same_site(realm_host, source.connect_host):
-            raw = f"{creds.username}:{creds.password}".encode()
-            headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+        if creds and creds.username:
+            if same_site(realm_host, source.connect_host) or realm_host in self.trusted_realms:
+                raw = f"{creds.username}:{creds.password}".encode()
+                headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+            elif (realm_host, source.host) not in self._withheld:
+                # containers/image would send them; say so once, with the way to allow it
+                self._withheld.add((realm_host, source.host))
+                log.warning(json.dumps({
+                    "event": "credentials_withheld", "registry": source.host,
+                    "realm": realm_host, "detail": f"token service {realm_host} is not on "
+                    f"the site of {source.host}: asking it anonymously (--trust-realm "
+                    f"{realm_host} would send the credentials)"}))
         separator = "&" if "?" in realm else "?"
         try:
             async with self._session.get(

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from harness.images import RegistryClient, make_image
 from harness.registry import RegistryProcess
 from harness.tokenauth import TokenServer
@@ -91,3 +93,41 @@ def test_no_credential_or_token_reaches_another_host(tmp_path: Path,
                                  any(token in data for token in issued) for data in to_client)
     assert password not in proxy.log_path.read_text()
     assert json.dumps(auth) not in proxy.log_path.read_text()
+
+
+@pytest.mark.parametrize("trusted", [False, True], ids=["withheld", "trusted"])
+def test_a_realm_on_another_site_gets_credentials_only_when_trusted(
+        tmp_path: Path, proxy_factory: Callable[..., ProxyProcess], trusted: bool) -> None:
+    """The token service `auth.other.org` is not on registry.example.com's site: the proxy
+    asks it anonymously (and says why, once) unless `--trust-realm auth.other.org`."""
+    tokens = TokenServer(tmp_path / "tokens", users={"puller": "realm-pw"}).start()
+    private = RegistryProcess(tmp_path, "private")
+    image = make_image("realm")
+    try:
+        with private:
+            RegistryClient(private.url).push_image("ns/app", image, "v1")
+        private.auth = tokens.registry_auth("http://auth.other.org/token")
+        private.start()
+        lab = SimpleNamespace(certs_d=tmp_path / "certs.d", resolve_args=[
+            "--resolve", f"registry.example.com={private.address}",
+            "--resolve", f"auth.other.org={tokens.host}:{tokens.port}"])
+        auth = {"auths": {"registry.example.com": {
+            "auth": base64.b64encode(b"puller:realm-pw").decode()}}}
+        extra = ("--trust-realm", "auth.other.org") if trusted else ()
+        proxy = proxy_factory(lab, 'unqualified-search-registries = []\n[[registry]]\n'
+                              'location = "registry.example.com"\ninsecure = true\n',
+                              auth=auth, extra=extra)
+        for _ in range(2):
+            status, _, body = proxy.get("/v2/registry.example.com/ns/app/manifests/v1",
+                                        {"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    finally:
+        private.stop()
+        tokens.stop()
+    users = {request.user for request in tokens.seen}
+    withheld = proxy.events("credentials_withheld")
+    if trusted:
+        assert status == 200 and users == {"puller"} and not withheld
+    else:
+        assert status == 403, body
+        assert users == {None}
+        assert len(withheld) == 1 and withheld[0]["realm"] == "auth.other.org"
