@@ -10,13 +10,14 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from harness.images import RegistryClient, make_image
+from harness.images import Image, RegistryClient, make_image
 from harness.registry import RegistryProcess
 from harness.tokenauth import TokenServer
 
@@ -32,21 +33,33 @@ insecure = true
 """
 
 
+@contextmanager
+def token_registry(work: Path, password: str, realm_host: str
+                   ) -> Iterator[tuple[TokenServer, RegistryProcess, Image]]:
+    """`registry.example.com` over plain HTTP with token auth from `realm_host`, holding
+    ns/app:v1; user `puller` with `password`."""
+    tokens = TokenServer(work / "tokens", users={"puller": password}).start()
+    private = RegistryProcess(work, "private")
+    image = make_image(realm_host)
+    try:
+        with private:
+            RegistryClient(private.url).push_image("ns/app", image, "v1")
+        private.auth = tokens.registry_auth(f"http://{realm_host}/token")
+        private.start()
+        yield tokens, private, image
+    finally:
+        private.stop()
+        tokens.stop()
+
+
 def test_no_credential_or_token_reaches_another_host(tmp_path: Path,
                                                       proxy_factory: Callable[..., ProxyProcess]
                                                       ) -> None:
     password = "wire-s3cret-pw"
     basic = base64.b64encode(f"puller:{password}".encode())
-    tokens = TokenServer(tmp_path / "tokens", users={"puller": password}).start()
-    private = RegistryProcess(tmp_path, "private")
     other = RegistryProcess(tmp_path, "other")
-    image = make_image("wire")
-    try:
-        with private:
-            RegistryClient(private.url).push_image("ns/app", image, "v1")
-        private.auth = tokens.registry_auth("http://auth.example.com/token")
-        private.start()
-        other.start()
+    with token_registry(tmp_path, password, "auth.example.com") as (tokens, private, image), \
+            other:
         lab = SimpleNamespace(certs_d=tmp_path / "certs.d", resolve_args=[
             "--resolve", f"registry.example.com={private.address}",
             "--resolve", f"mirror.other.net={other.address}",
@@ -64,10 +77,6 @@ def test_no_credential_or_token_reaches_another_host(tmp_path: Path,
                 status, _, data = proxy.get(f"/v2/registry.example.com/ns/app/blobs/"
                                             f"{blob.digest}")
                 assert status == 200 and data == blob.data
-    finally:
-        for server in (private, other):
-            server.stop()
-        tokens.stop()
 
     registry_port, mirror_port = private.port, other.port
     issued = {match.encode() for (source, _), data in capture.flows.items()
@@ -100,14 +109,7 @@ def test_a_realm_on_another_site_gets_credentials_only_when_trusted(
         tmp_path: Path, proxy_factory: Callable[..., ProxyProcess], trusted: bool) -> None:
     """The token service `auth.other.org` is not on registry.example.com's site: the proxy
     asks it anonymously (and says why, once) unless `--trust-realm auth.other.org`."""
-    tokens = TokenServer(tmp_path / "tokens", users={"puller": "realm-pw"}).start()
-    private = RegistryProcess(tmp_path, "private")
-    image = make_image("realm")
-    try:
-        with private:
-            RegistryClient(private.url).push_image("ns/app", image, "v1")
-        private.auth = tokens.registry_auth("http://auth.other.org/token")
-        private.start()
+    with token_registry(tmp_path, "realm-pw", "auth.other.org") as (tokens, private, _):
         lab = SimpleNamespace(certs_d=tmp_path / "certs.d", resolve_args=[
             "--resolve", f"registry.example.com={private.address}",
             "--resolve", f"auth.other.org={tokens.host}:{tokens.port}"])
@@ -120,9 +122,6 @@ def test_a_realm_on_another_site_gets_credentials_only_when_trusted(
         for _ in range(2):
             status, _, body = proxy.get("/v2/registry.example.com/ns/app/manifests/v1",
                                         {"Accept": "application/vnd.oci.image.manifest.v1+json"})
-    finally:
-        private.stop()
-        tokens.stop()
     users = {request.user for request in tokens.seen}
     withheld = proxy.events("credentials_withheld")
     if trusted:
