@@ -46,7 +46,7 @@ FUZZ_SECONDS ?= 60
 fuzz: setup
 	@mkdir -p fuzz
 	for t in $$($(BIN)/python -m tests.fuzz --list); do \
-	  $(BIN)/python -m tests.fuzz $$t fuzz/corpus-$$t -max_total_time=$(FUZZ_SECONDS) \
+	  MIRRORLAB_FUZZ_WORK=fuzz/work $(BIN)/python -m tests.fuzz $$t fuzz/corpus-$$t -max_total_time=$(FUZZ_SECONDS) \
 	    -artifact_prefix=fuzz/ || exit 1; \
 	done
 

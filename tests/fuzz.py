@@ -12,6 +12,7 @@ exception is a crash, which libFuzzer reports with the input that caused it (wri
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import tempfile
@@ -32,7 +33,6 @@ with atheris.instrument_imports(include=["proxy", "harness"]):
     from proxy.routing import route
     from proxy.server import _parse_range
 
-WORK = Path(tempfile.mkdtemp(prefix="mirrorlab-fuzz-"))
 SEEDS = Path(__file__).parent / "golden" / "seed"
 
 
@@ -42,8 +42,19 @@ def _one_line(error: Exception, names: str = "") -> None:
         raise AssertionError(f"unhelpful error {type(error).__name__}: {text!r}")
 
 
+@functools.cache
+def _work() -> Path:
+    """Where targets write their inputs: $MIRRORLAB_FUZZ_WORK (the suite and `make fuzz` set
+    it to a directory they own), else a new temporary one. Made on first use, so that
+    importing this module (tests/test_fuzz.py does, for the target names) leaves nothing."""
+    if given := os.environ.get("MIRRORLAB_FUZZ_WORK"):
+        Path(given).mkdir(parents=True, exist_ok=True)
+        return Path(given)
+    return Path(tempfile.mkdtemp(prefix="mirrorlab-fuzz-"))
+
+
 def _file(data: bytes, name: str) -> str:
-    path = WORK / name
+    path = _work() / name
     path.write_bytes(data)
     return str(path)
 

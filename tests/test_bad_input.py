@@ -133,50 +133,47 @@ path_parts = st.lists(st.sampled_from([
 ]), max_size=8)
 
 
-@settings(max_examples=200, deadline=None)
-@given(path_parts, st.sampled_from(["", "?ns=quay.io", "?ns=http://evil", "?n=-1&last=%ff",
-                                    "?ns=" + "a" * 300, "?artifactType=%00"]),
-       st.sampled_from(["GET", "HEAD", "PUT", "DELETE", "POST"]),
-       st.sampled_from([{}, {"Range": "bytes=9-1"}, {"Range": "bytes=-"},
-                        {"Accept": "x" * 5000}, {"Range": "bytes=0-0,5-9"}]))
-def test_every_request_gets_an_oci_answer(parts: list[str], query: str, method: str,
-                                          headers: dict[str, str]) -> None:
-    # One leading slash: aiohttp's test client refuses `//x` (it reads as scheme-relative).
-    path = "/" + "/".join(parts).lstrip("/")
-    status, body = asyncio.run(_request(method, path + query, headers))
-    assert status < 500 or status == 502, (status, body[:300])
-    if status >= 400 and body.startswith(b"{"):
-        assert "errors" in json.loads(body)
-
-
-_PROXY: dict[str, str] = {}
-
-
-async def _request(method: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
-    from aiohttp.test_utils import TestClient, TestServer
-
-    from proxy.paths import NodeFiles
-    from proxy.resolve_table import ResolveTable
-    from proxy.server import Proxy, ServeOptions
-
-    root = _PROXY.setdefault("root", _node_root())
-    proxy = Proxy(ServeOptions(files=NodeFiles(root=root), reload_interval=0,
-                               resolve=ResolveTable(offline=True)))
-    async with TestClient(TestServer(proxy.app())) as client:
-        response = await client.request(method, path, headers=headers, allow_redirects=False)
-        return response.status, await response.read()
-
-
-def _node_root() -> str:
-    import tempfile
-
-    root = Path(tempfile.mkdtemp(prefix="mirrorlab-fuzz-"))
+@pytest.fixture(scope="module")
+def node_root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One node tree for every generated request: a mirror for quay.io, accept-all policy."""
+    root = tmp_path_factory.mktemp("node")
     (root / "etc/containers").mkdir(parents=True)
     (root / "etc/containers/registries.conf").write_text(
         '[[registry]]\nlocation = "quay.io"\n[[registry.mirror]]\nlocation = "m.example"\n')
     (root / "etc/containers/policy.json").write_text(
         '{"default": [{"type": "insecureAcceptAnything"}]}')
     return str(root)
+
+
+@settings(max_examples=200, deadline=None)
+@given(path_parts, st.sampled_from(["", "?ns=quay.io", "?ns=http://evil", "?n=-1&last=%ff",
+                                    "?ns=" + "a" * 300, "?artifactType=%00"]),
+       st.sampled_from(["GET", "HEAD", "PUT", "DELETE", "POST"]),
+       st.sampled_from([{}, {"Range": "bytes=9-1"}, {"Range": "bytes=-"},
+                        {"Accept": "x" * 5000}, {"Range": "bytes=0-0,5-9"}]))
+def test_every_request_gets_an_oci_answer(node_root: str, parts: list[str], query: str,
+                                          method: str, headers: dict[str, str]) -> None:
+    # One leading slash: aiohttp's test client refuses `//x` (it reads as scheme-relative).
+    path = "/" + "/".join(parts).lstrip("/")
+    status, body = asyncio.run(_request(node_root, method, path + query, headers))
+    assert status < 500 or status == 502, (status, body[:300])
+    if status >= 400 and body.startswith(b"{"):
+        assert "errors" in json.loads(body)
+
+
+async def _request(root: str, method: str, path: str,
+                   headers: dict[str, str]) -> tuple[int, bytes]:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from proxy.paths import NodeFiles
+    from proxy.resolve_table import ResolveTable
+    from proxy.server import Proxy, ServeOptions
+
+    proxy = Proxy(ServeOptions(files=NodeFiles(root=root), reload_interval=0,
+                               resolve=ResolveTable(offline=True)))
+    async with TestClient(TestServer(proxy.app())) as client:
+        response = await client.request(method, path, headers=headers, allow_redirects=False)
+        return response.status, await response.read()
 
 
 YAML_ERRORS = [
