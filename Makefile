@@ -32,7 +32,7 @@ test: setup lint
 	unshare -n sh -c 'ip link set lo up && exec $(BIN)/pytest $(PYTEST_ARGS)'
 
 lint: $(STAMP)
-	$(BIN)/ruff check proxy harness certs tests
+	$(BIN)/ruff check mirrorlab/*.py proxy harness certs tests
 	$(BIN)/mypy
 
 demo: setup

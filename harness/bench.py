@@ -302,7 +302,7 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
         port = free_port()
         with open(workdir / "proxy.log", "wb") as log:
             proxy = subprocess.Popen(
-                [sys.executable, "-m", "proxy.cli", "serve", "--registries-conf", str(conf),
+                [sys.executable, "-m", "mirrorlab.cli", "serve", "--registries-conf", str(conf),
                  "--registries-conf-dir", str(workdir), "--policy",
                  str(workdir / "policy.json"), "--listen", f"127.0.0.1:{port}",
                  "--offline-names", "--read-timeout", str(READ_TIMEOUT)],

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from proxy.errors import MirrorlabError
+from mirrorlab.proxy.errors import MirrorlabError
 
 from .backends import Handle
 from .faults import FaultControl

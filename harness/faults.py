@@ -7,8 +7,9 @@ or answer a status (404, 429, 500, ...) for paths matching a pattern. It counts 
 saw, so a test can assert that a blocked registry was never contacted.
 
 It runs its own event loop in a thread, so synchronous tests can drive it; run as a
-process (`python -m harness.faults`), it also listens on a control port where `FaultControl`
-switches faults and reads what it saw, so a lab can outlive the command that started it.
+process (`python -m mirrorlab.harness.faults`), it also listens on a control port where
+`FaultControl` switches faults and reads what it saw, so a lab can outlive the command
+that started it.
 """
 
 from __future__ import annotations
@@ -275,10 +276,11 @@ class FaultControl:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m harness.faults --listen H:P --control P --upstream URL [--tls CERT KEY]`."""
+    """`python -m mirrorlab.harness.faults --listen H:P --control P --upstream URL
+    [--tls CERT KEY]`."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m harness.faults")
+    parser = argparse.ArgumentParser(prog="python -m mirrorlab.harness.faults")
     parser.add_argument("--listen", required=True)
     parser.add_argument("--control", type=int, required=True)
     parser.add_argument("--upstream", required=True)

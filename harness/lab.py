@@ -19,10 +19,10 @@ from pathlib import Path
 
 import yaml
 
-from certs import LabCA
-from proxy.openshift.commands import write_tree
-from proxy.openshift.crs import ConfigMap, Origin, load_crs
-from proxy.openshift.render import RenderOptions, render
+from mirrorlab.certs import LabCA
+from mirrorlab.proxy.openshift.commands import write_tree
+from mirrorlab.proxy.openshift.crs import ConfigMap, Origin, load_crs
+from mirrorlab.proxy.openshift.render import RenderOptions, render
 
 from .backends import (
     ContainerBackend,
@@ -187,7 +187,7 @@ class Lab:
                 secret = base64.b64encode(f"{user}:{password}".encode()).decode()
                 auths[spec.name] = {"auth": secret}
             front_port, control_port = free_port(), free_port()
-            command = [sys.executable, "-m", "harness.faults", "--listen",
+            command = [sys.executable, "-m", "mirrorlab.harness.faults", "--listen",
                        f"127.0.0.1:{front_port}", "--control", str(control_port),
                        "--upstream", registry.url]
             if tls:
@@ -205,7 +205,8 @@ class Lab:
                             ) -> tuple[int, int]:
         """A token server process for one registry; its signing CA goes in tokens/NAME."""
         port = free_port()
-        command = [sys.executable, "-m", "harness.tokenauth", "--listen", f"127.0.0.1:{port}",
+        command = [sys.executable, "-m", "mirrorlab.harness.tokenauth",
+                   "--listen", f"127.0.0.1:{port}",
                    "--workdir", str(self.workdir / "tokens" / name),
                    *(arg for user, password in users for arg in ("--user", f"{user}:{password}"))]
         process = _spawn(command, self.workdir / "logs" / f"tokens-{name}.log")
@@ -243,7 +244,7 @@ class Lab:
 
     def _start_proxy(self, state: LabState, bundle: Path) -> None:
         state.proxy_port = free_port()
-        command = [sys.executable, "-m", "proxy.cli", "serve", "--root",
+        command = [sys.executable, "-m", "mirrorlab.cli", "serve", "--root",
                    str(self.workdir / "node"), "--listen", f"127.0.0.1:{state.proxy_port}",
                    "--offline-names", "--strict", "--connect-timeout", "2",
                    "--read-timeout", "5", "--auth-file", str(self.workdir / "auth.json")]

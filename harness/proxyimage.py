@@ -2,7 +2,7 @@
 
 The rootfs holds the host's Python interpreter and standard library, the shared libraries
 they link, mirrorlab's packages and the installed files of its runtime dependencies (copied,
-so the build needs no network): enough to run `python3 -m proxy.cli`, as the top-level
+so the build needs no network): enough to run `python3 -m mirrorlab.cli`, as the top-level
 `Containerfile` produces elsewhere.
 """
 
@@ -54,9 +54,9 @@ def build_proxy_image(podman: Podman, workdir: Path, source: Path) -> str:
     binary = Path(sys.executable).resolve()
     (root / "usr/bin").mkdir(parents=True)
     shutil.copy(binary, root / "usr/bin/python3")
-    for package in ("proxy", "harness", "certs"):
-        shutil.copytree(source / package, root / "app" / package,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+    # The `mirrorlab` package: its own files, and the top-level folders it links to.
+    shutil.copytree(source / "mirrorlab", root / "app/mirrorlab", symlinks=False,
+                    ignore=shutil.ignore_patterns("__pycache__"))
     for dist in runtime_distributions("mirrorlab"):
         for file in dist.files or ():
             path = Path(str(dist.locate_file(file)))
@@ -79,7 +79,7 @@ def build_proxy_image(podman: Podman, workdir: Path, source: Path) -> str:
     (context / "Containerfile").write_text(
         "FROM scratch\nCOPY rootfs/ /\n"
         "ENV PYTHONHOME=/usr PYTHONPATH=/app:/usr/lib/python3:/usr/lib/python3/lib-dynload\n"
-        'ENTRYPOINT ["/usr/bin/python3", "-m", "proxy.cli"]\n'
+        'ENTRYPOINT ["/usr/bin/python3", "-m", "mirrorlab.cli"]\n'
         'CMD ["serve", "--root", "/node", "--listen", "0.0.0.0:5000"]\n')
     podman.run("build", "-t", PROXY_IMAGE, str(context), timeout=900)
     return PROXY_IMAGE

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from proxy.errors import ConfigError, yaml_error
-from proxy.reference import InvalidReference, parse_docker_reference
+from mirrorlab.proxy.errors import ConfigError, yaml_error
+from mirrorlab.proxy.reference import InvalidReference, parse_docker_reference
 
 from .faults import FAULT_KINDS, Fault
 

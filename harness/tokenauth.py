@@ -125,10 +125,10 @@ class TokenServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m harness.tokenauth --listen H:P --workdir DIR --user NAME:PASSWORD`."""
+    """`python -m mirrorlab.harness.tokenauth --listen H:P --workdir DIR --user NAME:PASSWORD`."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m harness.tokenauth")
+    parser = argparse.ArgumentParser(prog="python -m mirrorlab.harness.tokenauth")
     parser.add_argument("--listen", required=True)
     parser.add_argument("--workdir", required=True, help="the signing CA goes here")
     parser.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD")

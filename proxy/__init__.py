@@ -4,4 +4,3 @@ The pure core (`reference`, `registries_conf`, `matching`, `plan`, `policy`, `ce
 `authfile`) does no I/O beyond the loaders named `load_*`; the server and CLI sit on it.
 """
 
-__version__ = "0.1.0"

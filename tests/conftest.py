@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from proxy.registries_conf import RegistriesConf, RegistriesConfPaths, load_registries_conf
+from mirrorlab.proxy.registries_conf import (
+    RegistriesConf,
+    RegistriesConfPaths,
+    load_registries_conf,
+)
 
 DIGEST = "sha256:" + "a" * 64
 OTHER_DIGEST = "sha256:" + "b" * 64

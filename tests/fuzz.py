@@ -22,16 +22,16 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["proxy", "harness"]):
-    from harness.scenario import load_scenario
-    from proxy.authfile import load_auth_files
-    from proxy.errors import MirrorlabError
-    from proxy.openshift.crs import load_crs
-    from proxy.openshift.render import render
-    from proxy.policy import load_policy
-    from proxy.reference import InvalidReference, parse_docker_reference, validate_digest
-    from proxy.registries_conf import RegistriesConfPaths, load_registries_conf
-    from proxy.routing import route
-    from proxy.server import _parse_range
+    from mirrorlab.harness.scenario import load_scenario
+    from mirrorlab.proxy.authfile import load_auth_files
+    from mirrorlab.proxy.errors import MirrorlabError
+    from mirrorlab.proxy.openshift.crs import load_crs
+    from mirrorlab.proxy.openshift.render import render
+    from mirrorlab.proxy.policy import load_policy
+    from mirrorlab.proxy.reference import InvalidReference, parse_docker_reference, validate_digest
+    from mirrorlab.proxy.registries_conf import RegistriesConfPaths, load_registries_conf
+    from mirrorlab.proxy.routing import route
+    from mirrorlab.proxy.server import _parse_range
 
 SEEDS = Path(__file__).parent / "golden" / "seed"
 

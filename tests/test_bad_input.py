@@ -11,14 +11,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.scenario import load_scenario, parse_scenario
-from proxy.authfile import find_credentials, parse_auth_file
-from proxy.errors import MirrorlabError
-from proxy.openshift.crs import load_crs
-from proxy.openshift.render import render
-from proxy.policy import parse_policy
-from proxy.reference import InvalidReference, parse_docker_reference
-from proxy.registries_conf import parse_registries_conf
+from mirrorlab.harness.scenario import load_scenario, parse_scenario
+from mirrorlab.proxy.authfile import find_credentials, parse_auth_file
+from mirrorlab.proxy.errors import MirrorlabError
+from mirrorlab.proxy.openshift.crs import load_crs
+from mirrorlab.proxy.openshift.render import render
+from mirrorlab.proxy.policy import parse_policy
+from mirrorlab.proxy.reference import InvalidReference, parse_docker_reference
+from mirrorlab.proxy.registries_conf import parse_registries_conf
 
 FAST = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -165,9 +165,9 @@ async def _request(root: str, method: str, path: str,
                    headers: dict[str, str]) -> tuple[int, bytes]:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from proxy.paths import NodeFiles
-    from proxy.resolve_table import ResolveTable
-    from proxy.server import Proxy, ServeOptions
+    from mirrorlab.proxy.paths import NodeFiles
+    from mirrorlab.proxy.resolve_table import ResolveTable
+    from mirrorlab.proxy.server import Proxy, ServeOptions
 
     proxy = Proxy(ServeOptions(files=NodeFiles(root=root), reload_interval=0,
                                resolve=ResolveTable(offline=True)))
@@ -209,7 +209,7 @@ ESCAPED = [
 
 @pytest.mark.parametrize(("text", "message"), ESCAPED)
 def test_quoted_input_is_escaped_in_errors(tmp_path: Path, text: str, message: str) -> None:
-    from proxy.policy import load_policy
+    from mirrorlab.proxy.policy import load_policy
 
     path = tmp_path / "policy.json"
     path.write_text(text)

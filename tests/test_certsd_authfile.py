@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import trustme
 
-from proxy.authfile import find_credentials, parse_auth_file
-from proxy.certsd import CertsDirSettings, certs_dir_for, classify_cert_files
-from proxy.errors import ConfigError
-from proxy.resolve_table import ResolveTable
-from proxy.upstream import Upstreams
+from mirrorlab.proxy.authfile import find_credentials, parse_auth_file
+from mirrorlab.proxy.certsd import CertsDirSettings, certs_dir_for, classify_cert_files
+from mirrorlab.proxy.errors import ConfigError
+from mirrorlab.proxy.resolve_table import ResolveTable
+from mirrorlab.proxy.upstream import Upstreams
 
 CERT_DIRS = [
     # V90-V94 and the per-user candidate; host h:5000

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cli import main
+from mirrorlab.cli import main
 
 from .conftest import DIGEST
 
@@ -137,7 +137,7 @@ def test_errors_are_one_line_with_status_2(node: Path, tmp_path: Path, args: lis
                                            'location = "docker.io"\n')
     argv = [a.format(tmp=tmp_path) for a in args]
     result = subprocess.run(
-        [sys.executable, "-m", "proxy.cli", "explain", "--root", str(node), *argv],
+        [sys.executable, "-m", "mirrorlab.cli", "explain", "--root", str(node), *argv],
         capture_output=True, text=True, check=False,
     )
     assert result.returncode == 2
@@ -149,7 +149,7 @@ def test_errors_are_one_line_with_status_2(node: Path, tmp_path: Path, args: lis
 
 
 def test_serve_listens_on_loopback_by_default() -> None:
-    from proxy.cli import build_parser
+    from mirrorlab.cli import build_parser
 
     args = build_parser().parse_args(["serve"])
     assert args.listen == "127.0.0.1:5000"

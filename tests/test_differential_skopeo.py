@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from proxy.cli import main
+from mirrorlab.cli import main
 
 from .confgen import DIGEST, generate
 from .skopeo_oracle import SkopeoTrace, skopeo_traces

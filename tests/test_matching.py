@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.matching import RewriteError, prefix_match_length, rewrite_reference
-from proxy.reference import parse_docker_reference, parse_normalized
+from mirrorlab.proxy.matching import RewriteError, prefix_match_length, rewrite_reference
+from mirrorlab.proxy.reference import parse_docker_reference, parse_normalized
 
 from .conftest import DIGEST
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.matching import RewriteError
-from proxy.plan import PullPlan, resolve_sources
-from proxy.reference import parse_docker_reference
+from mirrorlab.proxy.matching import RewriteError
+from mirrorlab.proxy.plan import PullPlan, resolve_sources
+from mirrorlab.proxy.reference import parse_docker_reference
 
 from .conftest import DIGEST, LoadConf
 
@@ -222,7 +222,7 @@ def test_insecure_comes_from_the_endpoint_not_the_physical_match(load_conf: Load
 
 
 def test_docker_io_is_dialled_as_registry_1() -> None:
-    from proxy.registries_conf import RegistriesConf
+    from mirrorlab.proxy.registries_conf import RegistriesConf
 
     (source,) = resolve_sources(RegistriesConf(), parse_docker_reference("busybox")).sources
     assert (source.host, source.connect_host) == ("docker.io", "registry-1.docker.io")

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from proxy.errors import ConfigError
-from proxy.policy import evaluate_policy, parse_policy, policy_scopes
-from proxy.reference import parse_docker_reference
+from mirrorlab.proxy.errors import ConfigError
+from mirrorlab.proxy.policy import evaluate_policy, parse_policy, policy_scopes
+from mirrorlab.proxy.reference import parse_docker_reference
 
 from .conftest import DIGEST
 

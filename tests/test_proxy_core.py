@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.chain import Attempt, CoolDown, Step, aggregate_error
-from proxy.errors import MirrorlabError
-from proxy.plan import PullSource
-from proxy.reference import parse_docker_reference
-from proxy.registries_conf import RegistriesConf
-from proxy.routing import path_component_for, route
-from proxy.shortnames import resolve_short_name
-from proxy.upstream import parse_challenge, same_site, status_message
+from mirrorlab.proxy.chain import Attempt, CoolDown, Step, aggregate_error
+from mirrorlab.proxy.errors import MirrorlabError
+from mirrorlab.proxy.plan import PullSource
+from mirrorlab.proxy.reference import parse_docker_reference
+from mirrorlab.proxy.registries_conf import RegistriesConf
+from mirrorlab.proxy.routing import path_component_for, route
+from mirrorlab.proxy.shortnames import resolve_short_name
+from mirrorlab.proxy.upstream import parse_challenge, same_site, status_message
 
 from .conftest import DIGEST, LoadConf
 
@@ -193,7 +193,7 @@ def test_credentials_only_go_to_the_registrys_own_site(realm: str, registry: str
 
 
 def test_empty_registries_conf_routes_everything_as_is() -> None:
-    from proxy.plan import resolve_sources
+    from mirrorlab.proxy.plan import resolve_sources
 
     plan = resolve_sources(RegistriesConf(), parse_docker_reference("quay.io/a"))
     assert [str(s.reference) for s in plan.sources] == ["quay.io/a:latest"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.reference import (
+from mirrorlab.proxy.reference import (
     InvalidReference,
     parse_canonical,
     parse_docker_reference,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.errors import ConfigError
-from proxy.matching import find_registry
+from mirrorlab.proxy.errors import ConfigError
+from mirrorlab.proxy.matching import find_registry
 
 from .conftest import LoadConf
 
@@ -316,7 +316,7 @@ def test_v1_format_converts(load_conf: LoadConf) -> None:
 
 def test_missing_explicit_file_is_an_error(tmp_path: object) -> None:
     """V59: an explicit path must exist; the implicit default may be missing."""
-    from proxy.registries_conf import RegistriesConfPaths, load_registries_conf
+    from mirrorlab.proxy.registries_conf import RegistriesConfPaths, load_registries_conf
 
     with pytest.raises(ConfigError, match="no such file or directory"):
         load_registries_conf(RegistriesConfPaths("/nonexistent/registries.conf", True, ()))

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from proxy.errors import ConfigError
-from proxy.openshift.crs import (
+from mirrorlab.proxy.errors import ConfigError
+from mirrorlab.proxy.openshift.crs import (
     ICSP,
     IDMS,
     ITMS,
@@ -19,8 +19,8 @@ from proxy.openshift.crs import (
     MirrorSet,
     Origin,
 )
-from proxy.openshift.mirrorsets import merge_mirror_sets, topological_order
-from proxy.openshift.render import (
+from mirrorlab.proxy.openshift.mirrorsets import merge_mirror_sets, topological_order
+from mirrorlab.proxy.openshift.render import (
     POLICY_JSON,
     REGISTRIES_CONF,
     TEMPLATE_REGISTRIES_CONF,
@@ -28,7 +28,12 @@ from proxy.openshift.render import (
     filter_blocked_for_payload,
     render,
 )
-from proxy.openshift.scopes import nested, valid_mirror, valid_registries_conf_scope, valid_source
+from mirrorlab.proxy.openshift.scopes import (
+    nested,
+    valid_mirror,
+    valid_registries_conf_scope,
+    valid_source,
+)
 
 Entries = Sequence[Sequence[dict[str, Any]]]
 

@@ -16,18 +16,18 @@ from typing import Any
 import pytest
 import yaml
 
-from proxy.errors import ConfigError
-from proxy.openshift.crs import load_crs
-from proxy.openshift.machineconfig import machine_config
-from proxy.openshift.migrate import migrate
-from proxy.openshift.render import (
+from mirrorlab.proxy.errors import ConfigError
+from mirrorlab.proxy.openshift.crs import load_crs
+from mirrorlab.proxy.openshift.machineconfig import machine_config
+from mirrorlab.proxy.openshift.migrate import migrate
+from mirrorlab.proxy.openshift.render import (
     POLICY_JSON,
     REGISTRIES_CONF,
     SEARCH_DROP_IN,
     RenderOptions,
     render,
 )
-from proxy.openshift.rollout import DRAIN, NO_DRAIN, rollout
+from mirrorlab.proxy.openshift.rollout import DRAIN, NO_DRAIN, rollout
 
 from .conftest import DIGEST
 from .skopeo_oracle import skopeo_traces
@@ -181,7 +181,7 @@ def test_ca_configmap_example() -> None:
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "proxy.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mirrorlab.cli", *args], capture_output=True,
                           text=True, check=False)
 
 
@@ -347,8 +347,8 @@ def test_round_trip_explain_root_agrees_with_skopeo(tmp_path: Path,
 async def _serve_root_explain(root: Path, refs: list[str]) -> dict[str, Any]:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from proxy.paths import NodeFiles
-    from proxy.server import Proxy, ServeOptions
+    from mirrorlab.proxy.paths import NodeFiles
+    from mirrorlab.proxy.server import Proxy, ServeOptions
 
     proxy = Proxy(ServeOptions(files=NodeFiles(root=str(root)), reload_interval=0))
     async with TestClient(TestServer(proxy.app())) as client:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.scenario import load_scenario, parse_scenario
-from proxy.errors import ConfigError
+from mirrorlab.harness.scenario import load_scenario, parse_scenario
+from mirrorlab.proxy.errors import ConfigError
 
 BASE = """
 cas: {lab: {trust: system}}

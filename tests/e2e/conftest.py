@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.clients import PodmanClient as Podman
-from harness.faults import Fault
+from mirrorlab.harness.clients import PodmanClient as Podman
+from mirrorlab.harness.faults import Fault
 
 from .lab import (
     AuthLab,

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from certs import LabCA
-from harness.faults import FaultProxy
-from harness.images import Image, ImageIndex, RegistryClient, make_image, make_index
-from harness.net import free_port, wait_for_http
-from harness.registry import RegistryProcess, TlsFiles
-from harness.tokenauth import TokenServer
+from mirrorlab.certs import LabCA
+from mirrorlab.harness.faults import FaultProxy
+from mirrorlab.harness.images import Image, ImageIndex, RegistryClient, make_image, make_index
+from mirrorlab.harness.net import free_port, wait_for_http
+from mirrorlab.harness.registry import RegistryProcess, TlsFiles
+from mirrorlab.harness.tokenauth import TokenServer
 
 ACCEPT_ALL = '{"default": [{"type": "insecureAcceptAnything"}]}'
 
@@ -110,7 +110,7 @@ class ProxyProcess:
         self.port = free_port()
         self.log_path = work / "proxy.log"
         command = [
-            sys.executable, "-m", "proxy.cli", "serve",
+            sys.executable, "-m", "mirrorlab.cli", "serve",
             "--registries-conf", str(self.conf_path),
             "--registries-conf-dir", str(work / "registries.conf.d"),
             "--policy", str(work / "policy.json"), "--certs-dir", str(lab.certs_d),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.bench import run_bench
+from mirrorlab.harness.bench import run_bench
 
 
 def test_bench_writes_results_beside_their_baselines(tmp_path: Path) -> None:

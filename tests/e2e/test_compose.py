@@ -10,13 +10,13 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from harness.backends import RUNTIME_FLAGS, Podman, build_registry_image
-from harness.clients import PodmanClient
-from harness.images import RegistryClient, make_image
-from harness.net import free_port, wait_for_http
-from harness.proxyimage import build_proxy_image
-from proxy.openshift.crs import load_crs
-from proxy.openshift.render import render
+from mirrorlab.harness.backends import RUNTIME_FLAGS, Podman, build_registry_image
+from mirrorlab.harness.clients import PodmanClient
+from mirrorlab.harness.images import RegistryClient, make_image
+from mirrorlab.harness.net import free_port, wait_for_http
+from mirrorlab.harness.proxyimage import build_proxy_image
+from mirrorlab.proxy.openshift.crs import load_crs
+from mirrorlab.proxy.openshift.render import render
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.faults import Fault, FaultControl
-from harness.lab import Lab, LabState
-from harness.scenario import parse_scenario
+from mirrorlab.harness.faults import Fault, FaultControl
+from mirrorlab.harness.lab import Lab, LabState
+from mirrorlab.harness.scenario import parse_scenario
 
 CHAIN = ["mirror-a.example.com", "mirror-b.example.com", "source.example.com"]
 ACCEPT = {"Accept": "application/vnd.oci.image.manifest.v1+json"}

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.demo import run_demo
-from harness.lab import LabState, alive
-from harness.scenario import load_scenario
+from mirrorlab.harness.demo import run_demo
+from mirrorlab.harness.lab import LabState, alive
+from mirrorlab.harness.scenario import load_scenario
 
 
 @pytest.mark.parametrize("backend", ["process", "container"])
@@ -28,7 +28,7 @@ def test_builtin_scenario_plays_as_expected(tmp_path: Path, backend: str) -> Non
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "proxy.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mirrorlab.cli", *args], capture_output=True,
                           text=True, timeout=600, check=False)
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from harness.faults import Fault, FaultControl
-from harness.lab import Lab, LabState
-from harness.scenario import parse_scenario
+from mirrorlab.harness.faults import Fault, FaultControl
+from mirrorlab.harness.lab import Lab, LabState
+from mirrorlab.harness.scenario import parse_scenario
 
 from .test_fault_matrix import SCENARIO
 

@@ -14,11 +14,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from certs import LabCA
-from harness.clients import PodmanClient as Podman
-from harness.faults import Fault, FaultProxy
-from harness.images import Image, RegistryClient, make_image
-from harness.registry import RegistryProcess, TlsFiles
+from mirrorlab.certs import LabCA
+from mirrorlab.harness.clients import PodmanClient as Podman
+from mirrorlab.harness.faults import Fault, FaultProxy
+from mirrorlab.harness.images import Image, RegistryClient, make_image
+from mirrorlab.harness.registry import RegistryProcess, TlsFiles
 
 from .lab import AuthLab, Lab, ProxyProcess
 from .test_proxy_pulls import chain

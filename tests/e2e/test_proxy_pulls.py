@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from harness.clients import PodmanClient as Podman
-from harness.faults import Fault
-from harness.images import Image, ImageIndex
+from mirrorlab.harness.clients import PodmanClient as Podman
+from mirrorlab.harness.faults import Fault
+from mirrorlab.harness.images import Image, ImageIndex
 
 from .lab import Lab
 

@@ -17,9 +17,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.images import Image, RegistryClient, make_image
-from harness.registry import RegistryProcess
-from harness.tokenauth import TokenServer
+from mirrorlab.harness.images import Image, RegistryClient, make_image
+from mirrorlab.harness.registry import RegistryProcess
+from mirrorlab.harness.tokenauth import TokenServer
 
 from .capture import LoopbackCapture
 from .lab import ProxyProcess

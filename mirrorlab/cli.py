@@ -11,9 +11,11 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from .errors import MirrorlabError
-from .explain import NodeConfig, explain, format_json, format_text
-from .paths import NodeFiles
+from mirrorlab.harness.commands import add_commands as add_lab_commands
+from mirrorlab.proxy.errors import MirrorlabError
+from mirrorlab.proxy.explain import NodeConfig, explain, format_json, format_text
+from mirrorlab.proxy.openshift.commands import add_commands as add_openshift_commands
+from mirrorlab.proxy.paths import NodeFiles
 
 EXIT_INPUT_ERROR = 2
 
@@ -76,9 +78,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
     import ssl
 
-    from .resolve_table import ResolveTable
-    from .server import ServeOptions, configure_logging, serve
-    from .upstream import Timeouts
+    from mirrorlab.proxy.resolve_table import ResolveTable
+    from mirrorlab.proxy.server import ServeOptions, configure_logging, serve
+    from mirrorlab.proxy.upstream import Timeouts
 
     host, port = _listen(args.listen)
     context = None
@@ -162,11 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="node-faithful: no cool-down, every source tried on every pull")
     p.set_defaults(func=_cmd_serve)
 
-    from harness.commands import add_commands as add_lab_commands
-
-    from .openshift.commands import add_commands
-
-    add_commands(commands)
+    add_openshift_commands(commands)
     add_lab_commands(commands)
     return parser
 
