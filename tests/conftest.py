@@ -17,6 +17,9 @@ from mirrorlab.proxy.registries_conf import (
 DIGEST = "sha256:" + "a" * 64
 OTHER_DIGEST = "sha256:" + "b" * 64
 
+# Set by test_render_golden: whether the golden files were compared with the chapter.
+GOLDEN_CHAPTER_CHECK = pytest.StashKey[str]()
+
 LoadConf = Callable[..., RegistriesConf]
 
 
@@ -34,3 +37,10 @@ def load_conf(tmp_path: Path) -> LoadConf:
         return load_registries_conf(RegistriesConfPaths(str(main_path), True, (str(drop_dir),)))
 
     return load
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
+                            config: pytest.Config) -> None:
+    mode = config.stash.get(GOLDEN_CHAPTER_CHECK, None)
+    if mode is not None:
+        terminalreporter.write_line(f"mirrorlab: {mode}")
