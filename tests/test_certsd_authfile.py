@@ -1,4 +1,6 @@
-"""certs.d directory choice and contents, auth.json key lookup (reference notes §7.3, §8)."""
+"""certs.d directory choice and contents, auth.json key lookup (containers/image
+docker/docker_client.go: dockerCertDir, pkg/tlsclientconfig/tlsclientconfig.go: SetupCertificates,
+pkg/docker/config/config.go: findCredentialsInFile, authKeyLookupOrder)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from mirrorlab.proxy.resolve_table import ResolveTable
 from mirrorlab.proxy.upstream import Upstreams
 
 CERT_DIRS = [
-    # V90-V94 and the per-user candidate; host h:5000
+    # docker/docker_client_test.go: TestDockerCertDir, and the per-user candidate; host h:5000
     (CertsDirSettings(), set(), "/etc/docker/certs.d/h:5000"),
     (CertsDirSettings(cert_dir="/x"), set(), "/x"),
     (CertsDirSettings(per_host_dir="/y"), set(), "/y/h:5000"),

@@ -1,4 +1,6 @@
-"""Prefix matching and rewriting vectors (reference notes §11.2, §11.3)."""
+"""Prefix matching and rewriting vectors (containers/image
+pkg/sysregistriesv2/system_registries_v2.go: refMatchingPrefix, refMatchingSubdomainPrefix,
+Endpoint.rewriteReference)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from mirrorlab.proxy.reference import parse_docker_reference, parse_normalized
 from .conftest import DIGEST
 
 MATCHES = [
-    # V01-V15: ref, prefix, matches
+    # system_registries_v2_test.go: TestRefMatchingPrefix, TestRefMatchingSubdomainPrefix:
+    # ref, prefix, matches
     ("docker.io", "docker.io", True),
     ("example.com:5000", "example.com:5000", True),
     ("example.com:50000", "example.com:5000", False),
@@ -41,7 +44,7 @@ def test_prefix_matching(ref: str, prefix: str, matches: bool) -> None:
 
 
 REWRITES = [
-    # V16-V21: input, prefix, location, result
+    # system_registries_v2_test.go: TestRewriteReferenceSuccess: input, prefix, location, result
     ("example.com/foo/image:latest", "example.com/foo", "example.com/path",
      "example.com/path/image:latest"),
     ("docker.io/library/image", "docker.io/library", "example.com", "example.com/image:latest"),
@@ -64,7 +67,7 @@ def test_rewrite(text: str, prefix: str, location: str, result: str) -> None:
 
 
 REWRITE_ERRORS = [
-    # V22-V25
+    # system_registries_v2_test.go: TestRewriteReferenceFailedDuringParseNamed
     ("example.com/foo@" + DIGEST, "example.com/foo", "example.com"),
     ("example.com:5000/image:latest", "example.com", "example.com:5000"),
     ("example.com/foo/image", "example.com/f", "example.com/foo"),

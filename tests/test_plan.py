@@ -1,4 +1,6 @@
-"""Pull plans: the ordered sources for a reference (reference notes §5, §11.4, §11.7).
+"""Pull plans: the ordered sources for a reference (containers/image
+pkg/sysregistriesv2/system_registries_v2.go: Registry.PullSourcesFromReference and
+docker/docker_image_src.go: newImageSource).
 
 A plan is written as `[src, ...]`; `(i)` marks an insecure source, `(B)` a blocked one.
 """
@@ -34,7 +36,8 @@ def _psr_entry(registry: str, prefix: str, mirror_settings: list[str], mbdo: boo
     return text
 
 
-# F-PSR: upstream's pull-sources fixture, rebuilt from its description.
+# containers/image pkg/sysregistriesv2/testdata/pull-sources-from-reference.conf, rebuilt from its
+# description.
 F_PSR = "\n".join([
     _psr_entry("registry-a.com", "foo", ["", ""]),
     _psr_entry("registry-b.com", "foo", ["", ""], mbdo=True),
@@ -47,7 +50,8 @@ F_PSR = "\n".join([
 ])
 
 PSR = [
-    # V26-V33: logical prefix, mirrors used by a digest pull, mirrors used by a tag pull
+    # containers/image system_registries_v2_test.go: TestPullSourcesFromReference:
+    # logical prefix, mirrors used by a digest pull, mirrors used by a tag pull
     ("registry-a.com/foo", [1, 2], [1, 2]),
     ("registry-b.com/foo", [1, 2], []),
     ("registry-b.com/baz", [1, 2], []),
@@ -156,7 +160,8 @@ location = "quay.io/libpod"
 
 D = DIGEST
 PLANS = [
-    # V62-V78: fixture, logical input, plan
+    # derived from PullSourcesFromReference and newImageSource (docker/docker_image_src.go):
+    # fixture, logical input, plan
     ("", "quay.io/a/b", ["quay.io/a/b:latest"]),
     (F_X, "busybox", ["cache.local:5000/hub/library/busybox:latest",
                       "cache2.local/busybox:latest (i)", "docker.io/library/busybox:latest"]),
@@ -185,7 +190,8 @@ def test_pull_plans(load_conf: LoadConf, fixture: str, text: str, expected: list
 
 
 PLAN_ERRORS = [
-    # V68, V69 and a wildcard collapsing a port into a mirror path: the whole pull fails.
+    # Endpoint.rewriteReference errors (a port carried into a mirror path, a non-canonical
+    # docker.io result, a wildcard collapsing a port into a mirror path): the whole pull fails.
     (F_X, "example.com:5000/app:1"),
     (F_X, "foo.com/team/app:1"),
     (F_X, "y.x.corp.example:5000/p:3"),

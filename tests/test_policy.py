@@ -1,4 +1,6 @@
-"""policy.json: strict parsing and scope lookup (reference notes §9, §11.8)."""
+"""policy.json: strict parsing and scope lookup (containers/image
+signature/policy_config.go: NewPolicyFromBytes, signature/policy_eval.go:
+PolicyContext.requirementsForImageRef, docker/policyconfiguration/naming.go)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ DEEP = parse_policy(json.dumps({
 }))
 
 SCOPES = [
-    # V79-V89 (docker transport)
+    # signature/policy_eval_test.go: TestPolicyContextRequirementsForImageRef (docker transport),
+    # and a digest pull under a tag scope (derived)
     ("deep.com/n1/n2/n3/repo:tag2", "deep.com/n1/n2/n3/repo:tag2"),
     ("deep.com/n1/n2/n3/repo:nottag2", "deep.com/n1/n2/n3/repo"),
     ("deep.com/n1/n2/n3/notrepo:tag2", "deep.com/n1/n2/n3"),

@@ -1,4 +1,6 @@
-"""registries.conf loading, validation and drop-in merging (reference notes §2, §11.5, §11.6)."""
+"""registries.conf loading, validation and drop-in merging (containers/image
+pkg/sysregistriesv2/system_registries_v2.go: loadConfigFile, postProcessRegistries,
+tryUpdatingCache, dropInConfigs, FindRegistry, V1RegistriesConf.ConvertToV2)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from mirrorlab.proxy.matching import find_registry
 
 from .conftest import LoadConf
 
-# F-FIND: upstream's find-registry fixture, and its drop-ins (F-D), in our own words.
+# containers/image pkg/sysregistriesv2/testdata/find-registry.conf and the drop-ins of
+# testdata/registries.conf.d/, in our own words.
 F_FIND = """
 [[registry]]
 prefix = "simple-prefix.com"
@@ -98,7 +101,7 @@ F_D = {
 }
 
 FIND = [
-    # V34-V44: name, matched location (None: no match)
+    # system_registries_v2_test.go: TestFindRegistry: name, matched location (None: no match)
     ("simple-prefix.com/foo/bar:latest", "registry.com:5000"),
     ("not.so.simple-prefix.com/", "subdomain-prefix.com"),
     ("not.quite.simple-prefix.com:5000/with/path/and/beyond:tag", "subdomain-prefix-2.com"),
@@ -125,7 +128,8 @@ def test_find_registry_with_drop_ins(load_conf: LoadConf, name: str, location: s
 
 
 def test_merge_of_drop_ins(load_conf: LoadConf) -> None:
-    """V45-V46: drop-ins replace whole entries by prefix; later files win per key."""
+    """system_registries_v2_test.go: TestRegistriesConfDirectory, TestCredentialHelpers: drop-ins
+    replace whole entries by prefix; later files win per key."""
     config = load_conf(
         """
         unqualified-search-registries = ["example.com"]
@@ -181,7 +185,8 @@ def test_merge_rules(load_conf: LoadConf, main: str, drop_in: str, attribute: st
 
 
 INVALID = [
-    # V49-V57 and the other postProcessRegistries / loadConfigFile conditions
+    # system_registries_v2_test.go: TestInvalidV2Configs, TestInvalidMirrorConfig,
+    # TestMixingV1andV2, and the other postProcessRegistries / loadConfigFile conditions
     ('[[registry]]\nlocation = "registry.com"\n[[registry]]\nprefix = "registry.com/a"\n'
      'location = "registry.com"\ninsecure = true', "conflicting 'insecure' setting"),
     ('[[registry]]\nlocation = "registry.com"\n[[registry]]\nprefix = "registry.com/a"\n'
@@ -292,7 +297,8 @@ def test_conflicts_across_files_are_not_detected(load_conf: LoadConf) -> None:
 
 
 def test_v1_format_converts(load_conf: LoadConf) -> None:
-    """V58: V1 search/insecure/block lists become v2 entries."""
+    """system_registries_v2_test.go: TestV1BackwardsCompatibility (V1RegistriesConf.ConvertToV2):
+    V1 search/insecure/block lists become v2 entries."""
     config = load_conf(
         """
         [registries.search]
@@ -315,7 +321,8 @@ def test_v1_format_converts(load_conf: LoadConf) -> None:
 
 
 def test_missing_explicit_file_is_an_error(tmp_path: object) -> None:
-    """V59: an explicit path must exist; the implicit default may be missing."""
+    """tryUpdatingCache (system_registries_v2.go): an explicit path must exist; the implicit
+    default may be missing."""
     from mirrorlab.proxy.registries_conf import RegistriesConfPaths, load_registries_conf
 
     with pytest.raises(ConfigError, match="no such file or directory"):

@@ -1,4 +1,11 @@
-"""OpenShift rendering vectors (reference notes: openshift-rendering.md §11)."""
+"""OpenShift rendering, checked against the upstream tests of the code that writes node files:
+runtime-utils pkg/registries/registries.go (EditRegistriesConfig, ScopeIsNestedInsideScope,
+IsValidRegistriesConfScope, mergedMirrorSets; topo.go: topoGraph.Sorted) and the MCO's
+pkg/controller/container-runtime-config/helpers.go (updateRegistriesConfig, updatePolicyJSON,
+validateRegistriesConfScopes, getValidBlockedAndAllowedRegistries).
+
+Case ids: "U-..." is a case of the upstream test named beside its table (its `name` in a comment);
+"D-..." is derived from reading the named function, not asserted by an upstream test."""
 
 from __future__ import annotations
 
@@ -41,7 +48,7 @@ Entries = Sequence[Sequence[dict[str, Any]]]
 def crs(*, insecure: list[str] | None = None, blocked: list[str] | None = None,
         allowed: list[str] | None = None, idms: Entries = (), itms: Entries = (),
         icsp: Entries = ()) -> ClusterCRs:
-    """Cluster CRs from the notes' notation: each CR a list of {source, mirrors, policy}."""
+    """Cluster CRs in a compact notation: each CR a list of {source, mirrors, policy}."""
     sets = []
     for kind, objects in ((IDMS, idms), (ICSP, icsp), (ITMS, itms)):
         for number, entries in enumerate(objects):
@@ -104,7 +111,11 @@ def _ab(kind: str, *names: str, policy: str | None = None) -> list[dict[str, Any
              "mirrors": [f"mirror-{kind}-{n}.registry-{r}.com" for n in (1, 2)]} for r in names]
 
 
+# U: runtime-utils pkg/registries/registries_test.go: TestEditRegistriesConfig (the same cases as
+# MCO pkg/controller/container-runtime-config/helpers_test.go: TestUpdateRegistriesConfig), by case
+# name; D: derived from EditRegistriesConfig and mirrorsAdjustedForNestedScope.
 EDIT_VECTORS = [
+    # "insecure+blocked"
     ("U-E02", crs(insecure=["registry.access.redhat.com", "insecure.com", "common.com"],
                   blocked=["blocked.com", "common.com", "docker.io"]),
      [{"location": "blocked.com", "blocked": True},
@@ -112,19 +123,24 @@ EDIT_VECTORS = [
       {"location": "docker.io", "blocked": True},
       {"location": "registry.access.redhat.com", "insecure": True},
       {"location": "insecure.com", "insecure": True}]),
+    # "imageContentSourcePolicy"
     ("U-E03", crs(insecure=E03_SCOPES["insecure"], blocked=E03_SCOPES["blocked"],
                   icsp=[SETS]), E03_OUT),
+    # "insecure+blocked prefixes with wildcard entries"
     ("U-E04", crs(insecure=E03_SCOPES["insecure"], blocked=E03_SCOPES["blocked"],
                   idms=[SETS]), E03_OUT),
+    # "imageTagMirrorSet"
     ("U-E05", crs(itms=[[{"source": "registry-a.com", "mirrors": ["mirror-tag-1.registry-a.com"]},
                          {"source": "registry-b.com",
                           "mirrors": ["mirror-tag-1.registry-b.com"]}]]),
      [{"location": "registry-a.com", "mirrors": ["mirror-tag-1.registry-a.com T"]},
       {"location": "registry-b.com", "mirrors": ["mirror-tag-1.registry-b.com T"]}]),
+    # "imageDigestMirrorSet + imageTagMirrorSet"
     ("U-E06", crs(idms=[_ab("digest", "a", "b")], itms=[_ab("tag", "a", "b")]),
      [{"location": f"registry-{r}.com",
        "mirrors": [f"mirror-{k}-{n}.registry-{r}.com {k[0].upper()}"
                    for k in ("digest", "tag") for n in (1, 2)]} for r in "ab"]),
+    # "insecure+blocked scopes inside a configured mirror"
     ("U-E08", crs(insecure=["primary.com/top/insecure"], blocked=["primary.com/top/blocked"],
                   idms=[[{"source": "primary.com/top", "mirrors": ["mirror.com/primary"]},
                          {"source": "primary.com/top/insecure/more-specific",
@@ -140,6 +156,7 @@ EDIT_VECTORS = [
        "mirrors": ["mirror.com/primary/blocked D", "mirror-tag.com/primary/blocked T"]},
       {"location": "primary.com/top/insecure", "insecure": True,
        "mirrors": ["mirror.com/primary/insecure D", "mirror-tag.com/primary/insecure T"]}]),
+    # "imageContentSourcePolicy+imageDigestMirrorSet+imageTagMirrorSet"
     ("U-E11", crs(icsp=[[{"source": "registry-a.com",
                           "mirrors": ["mirror-icsp-1.registry-a.com"]}]],
                   idms=[[{"source": "registry-b.com",
@@ -149,15 +166,18 @@ EDIT_VECTORS = [
      [{"location": "registry-a.com", "mirrors": ["mirror-icsp-1.registry-a.com D"]},
       {"location": "registry-b.com", "mirrors": ["mirror-digest-1.registry-b.com D"]},
       {"location": "registry-c.com", "mirrors": ["mirror-tag-1.registry-c.com T"]}]),
+    # a sub-scope takes the mirrors of the outermost enclosing mirrored scope
     ("D-E2", crs(blocked=["a.com/b/c"], idms=[[{"source": "a.com", "mirrors": ["m1.example/a"]},
                                               {"source": "a.com/b",
                                                "mirrors": ["m2.example/b"]}]]),
      [{"location": "a.com", "mirrors": ["m1.example/a D"]},
       {"location": "a.com/b", "mirrors": ["m2.example/b D"]},
       {"location": "a.com/b/c", "blocked": True, "mirrors": ["m1.example/a/b/c D"]}]),
+    # a wildcard source is written as a prefix
     ("D-E3", crs(idms=[[{"source": "*.redhat.io", "mirrors": ["mirror.local/redhat"],
                          "policy": "NeverContactSource"}]]),
      [{"prefix": "*.redhat.io", "blocked": True, "mirrors": ["mirror.local/redhat D"]}]),
+    # NeverContactSource on an entry without a real mirror (mirrorsContainsARealMirror) is ignored
     ("D-V4", crs(idms=[[{"source": "src.io", "mirrors": [], "policy": "NeverContactSource"}]]), []),
 ]
 
@@ -170,6 +190,8 @@ def test_edit_registries(vector: str, node_crs: ClusterCRs, expected: list[dict[
 
 
 def test_u_e12_merges_all_three_kinds() -> None:
+    """MCO pkg/controller/container-runtime-config/helpers_test.go: TestUpdateRegistriesConfig,
+    "imageDigestMirrorSet + imageTagMirrorSet + imageContentSourcePolicy merging"."""
     a = ["mirror-digest-1.registry-a.com", "mirror-digest-2.registry-a.com"]
     b = ["mirror-digest-1.registry-b.com", "mirror-digest-2.registry-b.com"]
     node_crs = crs(
@@ -189,6 +211,7 @@ def test_u_e12_merges_all_three_kinds() -> None:
                                                     "mirror-icsp-2.registry-c.com D"]}]
 
 
+# runtime-utils pkg/registries/topo_test.go: TestTopoGraph (each edge "XY" is X -> Y).
 TOPO = [
     ("U-T1", [], ""),
     ("U-T2", ["AB", "AC", "AD", "ab", "ac", "ad"], "AaBCDbcd"),
@@ -215,24 +238,34 @@ def _merge(*objects: list[dict[str, Any]]) -> list[tuple[str, list[str], bool]]:
     return [(m.source, list(m.mirrors), m.never_contact) for m in merged]
 
 
+# U: runtime-utils pkg/registries/registries_test.go: mergedMirrorsetsTestcases (run by
+# TestMergedICSPMirrorSets, TestMergedDigestMirrorSets, TestMergedTagMirrorSets), by case name;
+# D: derived from mergedMirrorSets and topoGraph.Sorted (D-M1: readiness is FIFO by generation;
+# D-M2: a 2-cycle is broken by sorted name; D-M3: an ICSP list naming a mirror twice).
 MERGES = [
-    ("U-M2", [[{"source": "a.example.com", "mirrors": None},
+    ("U-M2", [[{"source": "a.example.com", "mirrors": None},  # "Irrelevant singletons"
                {"source": "b.example.com", "mirrors": []}]], []),
+    # "Separate mirror sets"
     ("U-M3", [[{"source": "source.example.net", "mirrors": ["z1.example.net", "y2.example.net"]}],
               [{"source": "source.example.com", "mirrors": ["z1.example.com", "y2.example.com"]}]],
      [("source.example.com", ["z1.example.com", "y2.example.com"], False),
       ("source.example.net", ["z1.example.net", "y2.example.net"], False)]),
+    # "Separate mirror sets with mirrorSourcePolicy set"
     ("U-M4", [[{"source": "s.net", "mirrors": ["z1", "y2"], "policy": "NeverContactSource"}],
               [{"source": "s.com", "mirrors": ["z1", "y2"], "policy": "AllowContactingSource"}]],
      [("s.com", ["z1", "y2"], False), ("s.net", ["z1", "y2"], True)]),
+    # "Sets with a shared element - strict order"
     ("U-M5", [[{"source": "s", "mirrors": ["z1", "y2"]}],
               [{"source": "s", "mirrors": ["y2", "x3"]}]],
      [("s", ["z1", "y2", "x3"], False)]),
+    # "Source included in mirrors"
     ("U-M6", [[{"source": "s.com", "mirrors": ["z1", "s.com", "y2"]},
                {"source": "s.com", "mirrors": ["s.com", "y2", "x3"]}]],
      [("s.com", ["z1", "s.com", "y2", "x3"], False)]),
+    # "Mirrors includes only source"
     ("U-M7", [[{"source": "s.com", "mirrors": ["s.com"]},
                {"source": "s.net", "mirrors": ["s.net", "s.net", "s.net"]}]], []),
+    # "Example"
     ("U-M8", [[{"source": "source.vendor.com", "mirrors": ["registry2.vendor.com"]}],
               [{"source": "source.vendor2.com", "mirrors": ["registry1.vendor2.com",
                                                             "registry2.vendor2.com"]}],
@@ -262,6 +295,7 @@ def test_merge_mirror_sets(vector: str, objects: list[list[dict[str, Any]]],
     assert _merge(*reversed(objects)) == expected  # object order never matters
 
 
+# runtime-utils pkg/registries/registries_test.go: TestScopeIsNestedInsideScope
 NESTED = [
     ("quay.io", "example.com", False), ("quay.io", "quay.io", True),
     ("quay.io:443", "quay.io", False), ("quay.io:443", "quay.io:444", False),
@@ -284,6 +318,7 @@ def test_nested(sub: str, sup: str, expected: bool) -> None:
     assert nested(sub, sup) is expected
 
 
+# runtime-utils pkg/registries/registries_test.go: TestIsValidRegistriesConfScope
 @pytest.mark.parametrize(("scope", "valid"), [
     ("example.com", True), ("*.example.com", True), ("**.example.com", False),
     ("example.*.com", False), ("*.example.com/foo/bar", False), ("*.example.com:foo", False),
@@ -294,6 +329,8 @@ def test_valid_registries_conf_scope(scope: str, valid: bool) -> None:
     assert valid_registries_conf_scope(scope) is valid
 
 
+# Derived from the source and mirror patterns (the CRD validation) of openshift/api
+# config/v1/types_image_digest_mirror_set.go, not from an upstream test.
 GRAMMAR = [
     ("quay.io", True, True), ("quay.io:443", True, True), ("localhost", True, True),
     ("localhost:5000/repo", True, True), ("10.0.0.1:5000/ns/repo", True, True),
@@ -321,6 +358,8 @@ def test_crd_grammar_is_linear_on_bad_input() -> None:
     assert time.monotonic() - started < 0.5
 
 
+# MCO pkg/controller/container-runtime-config/helpers_test.go: TestValidateRegistriesConfScopes,
+# plus cases derived from validateRegistriesConfScopes and mirrorsAdjustedForNestedScope.
 VALIDATION = [
     (crs(insecure=[""], blocked=["*.block.com"]),
      'image.yaml: Image/cluster: spec.registrySources: invalid entry for insecure registries ""'),
@@ -352,7 +391,7 @@ VALIDATION = [
     (crs(idms=[[{"source": "src.io", "mirrors": ["src.io", "m.io"],
                  "policy": "NeverContactSource"}]]),
      'cannot set mirrorSourcePolicy: NeverContactSource if the source "src.io"'),
-    # U-V11: a wildcard source beside a namespace of the same host is fine
+    # upstream's case without error: a wildcard source beside a namespace of the same host is fine
     (crs(insecure=["*.insecure.com"], blocked=["*.block.com"],
          idms=[[{"source": "*.insecure.com", "mirrors": ["other.com/ns-o1"]},
                 {"source": "insecure.com/ns-i1", "mirrors": ["other.com/ns-o1"]}]]), None),
@@ -373,6 +412,9 @@ def test_validation(node_crs: ClusterCRs, error: str | None) -> None:
 
 
 def test_d_v1_u_e07_input_is_refused_by_the_operator() -> None:
+    """runtime-utils pkg/registries/registries_test.go: TestEditRegistriesConfig, case
+    "mirrorSourcePolicy": the library accepts its input, the MCO's validateRegistriesConfScopes
+    refuses it."""
     node_crs = crs(idms=[_ab("digest", "a", "b", "c", policy="NeverContactSource")[:1]
                          + _ab("digest", "b", "c")],
                    itms=[_ab("tag", "b", policy="NeverContactSource")])
@@ -384,6 +426,7 @@ IA = [{"type": "insecureAcceptAnything"}]
 RJ = [{"type": "reject"}]
 RELEASE = "release-reg.io/image/release@sha256:" + "a" * 64
 
+# MCO pkg/controller/container-runtime-config/helpers_test.go: TestUpdatePolicyJSON
 POLICIES = [
     ("U-P2", {"allowed": ["allow.io", "*.allowed-example.com"]}, RJ,
      {"allow.io": IA, "*.allowed-example.com": IA}, None),
@@ -418,6 +461,10 @@ def test_policy_json(vector: str, lists: dict[str, list[str]], default: list[Any
     assert not data.endswith(b"\n")
 
 
+# U: MCO pkg/controller/container-runtime-config/helpers_test.go:
+# TestGetValidBlockAndAllowedRegistries;
+# U-B10, U-B11: MCO container_runtime_config_controller_test.go: TestRegistriesValidation;
+# D-P1: from getValidBlockedAndAllowedRegistries with a release image referenced by tag.
 PAYLOAD = [
     # id, release, blocked, idms, registries blocked, policy blocked, allowed, dropped?
     ("U-B1", "payload-reg.io/release-image@D1", ["block.io", "block-2.io"], [],
@@ -460,6 +507,8 @@ def test_payload_filtering(vector: str, release: str, blocked: list[str], idms: 
 
 
 def test_d_p2_two_blocked_scopes_holding_the_payload_fail_the_sync() -> None:
+    """Derived from getValidBlockedAndAllowedRegistries (the payload is allowed twice) and
+    updatePolicyJSON (allowed beside blocked is refused): the whole sync fails."""
     node_crs = crs(blocked=["quay.io", "quay.io/openshift-release-dev"],
                    idms=[[{"source": "quay.io/openshift-release-dev",
                            "mirrors": ["mirror.local/ocp"]}]])
@@ -469,6 +518,8 @@ def test_d_p2_two_blocked_scopes_holding_the_payload_fail_the_sync() -> None:
 
 
 def test_d_p3_block_quay_mirror_the_payload() -> None:
+    """Derived from getValidBlockedAndAllowedRegistries and EditRegistriesConfig: the supported
+    disconnected pattern, quay.io blocked and the payload mirrored."""
     node_crs = crs(blocked=["quay.io"], idms=[[{"source": "quay.io/openshift-release-dev",
                                                 "mirrors": ["mirror.local/ocp"]}]])
     options = {"release_image": "quay.io/openshift-release-dev/ocp-release@sha256:" + "a" * 64}
