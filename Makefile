@@ -20,6 +20,16 @@ setup: $(STAMP)
 	  fi; \
 	fi
 
+# The Go test oracle (tests/oracle): the real containers/image and runtime-utils, pinned in
+# tests/oracle/go.mod, fetched through the Go module proxy and built without C libraries.
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+ORACLE := $(BIN)/mirrorlab-oracle
+ORACLE_TAGS := containers_image_openpgp,exclude_graphdriver_btrfs,exclude_graphdriver_devicemapper
+setup: $(ORACLE)
+$(ORACLE): tests/oracle/go.mod tests/oracle/go.sum $(wildcard tests/oracle/*.go) | $(STAMP)
+	cd tests/oracle && GOFLAGS='-mod=mod -buildvcs=false' GOTOOLCHAIN=local CGO_ENABLED=0 \
+	  $(GO) build -trimpath -tags $(ORACLE_TAGS) -o $(abspath $(ORACLE)) .
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
