@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from mirrorlab.proxy.errors import ConfigError, yaml_error
+from mirrorlab.proxy.errors import PARSER_FAILURES, ConfigError, parser_failure, yaml_error
 from mirrorlab.proxy.reference import InvalidReference, parse_docker_reference
 
 from .faults import FAULT_KINDS, Fault
@@ -96,12 +96,15 @@ class Scenario:
         return next(i for i in self.images if i.name == name)
 
 
-def _mapping(value: Any, where: str, allowed: set[str]) -> Mapping[str, Any]:
+def _mapping(value: Any, where: str, allowed: set[str] | None) -> Mapping[str, Any]:
+    """A mapping (None is an empty one) whose keys are among `allowed` (None: any)."""
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: must be a mapping")
-    unknown = sorted(set(value) - allowed)
+    if allowed is None:
+        return value
+    unknown = sorted(set(value) - allowed, key=str)
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: "
                           f"{', '.join(sorted(allowed))})")
@@ -127,17 +130,18 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise yaml_error(path, error) from None
+    except PARSER_FAILURES as error:
+        raise ConfigError(f"{path}: invalid YAML: {parser_failure(error)}") from None
     top = _mapping(raw, path, {"name", "description", "cas", "images", "registries",
                                "config", "steps"})
     cas = []
-    for name, spec in _mapping(top.get("cas"), f"{path}: cas", set(top.get("cas") or {})).items():
+    for name, spec in _mapping(top.get("cas"), f"{path}: cas", None).items():
         spec = _mapping(spec, f"{path}: cas.{name}", {"trust"})
         if spec.get("trust") not in CA_TRUST:
             raise ConfigError(f"{path}: cas.{name}.trust: one of {', '.join(CA_TRUST)}")
         cas.append(CASpec(str(name), str(spec["trust"])))
     images: dict[str, ImageSpec] = {}
-    for name, spec in _mapping(top.get("images"), f"{path}: images",
-                               set(top.get("images") or {})).items():
+    for name, spec in _mapping(top.get("images"), f"{path}: images", None).items():
         where = f"{path}: images.{name}"
         spec = _mapping(spec, where, {"layers", "platforms", "seed"})
         layers = _list(spec.get("layers", [4096]), f"{where}.layers")
@@ -151,8 +155,7 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
                                       str(spec.get("seed", name)))
     ca_names = {ca.name for ca in cas}
     registries = []
-    for name, spec in _mapping(top.get("registries"), f"{path}: registries",
-                               set(top.get("registries") or {})).items():
+    for name, spec in _mapping(top.get("registries"), f"{path}: registries", None).items():
         where = f"{path}: registries.{name}"
         spec = _mapping(spec, where, {"tls", "content", "auth"})
         if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", str(name)):
@@ -171,7 +174,7 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
                 raise ConfigError(f"{where}.content[{index}]: {error}") from None
             content.append(Content(str(item["repo"]), str(item["image"]),
                                    str(item["tag"]) if item.get("tag") else None))
-        auth = _mapping(spec.get("auth"), f"{where}.auth", set(spec.get("auth") or {}))
+        auth = _mapping(spec.get("auth"), f"{where}.auth", None)
         users = tuple((str(user), str(password)) for user, password in auth.items())
         if any(":" in user or not password for user, password in users):
             raise ConfigError(f"{where}.auth: user names without ':' and non-empty passwords")

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from .errors import PARSER_FAILURES, ConfigError, parser_failure
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ def parse_auth_file(text: str, path: str, *, legacy: bool = False) -> AuthFile:
         raw = json.loads(text) if text.strip() else {}
     except json.JSONDecodeError as error:
         raise ConfigError(f'{path}:{error.lineno}: invalid JSON: {error.msg}') from None
+    except PARSER_FAILURES as error:
+        raise ConfigError(f"{path}: invalid JSON: {parser_failure(error)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: not a JSON object")
     if legacy:

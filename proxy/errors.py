@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 # Control characters as Go's %q writes them, so that a value quoted from the input (a
 # policy type "a\nb", a YAML key with a tab) can never break the message's single line.
 _ESCAPES = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F, 0x85]} | {
@@ -18,6 +20,23 @@ class MirrorlabError(Exception):
 
 class ConfigError(MirrorlabError):
     """A configuration file that containers/image (or OpenShift) would refuse."""
+
+
+PARSER_FAILURES = (ValueError, RecursionError)
+"""What a parser raises, besides its own errors, on input it cannot take: RecursionError
+for nesting deeper than the interpreter's stack (JSON and YAML nested 100,000 levels),
+ValueError for a value Python refuses to build (an integer of more than 4,300 digits, a
+date like 2024-02-30)."""
+
+
+def parser_failure(error: BaseException) -> str:
+    """One of `PARSER_FAILURES` said in a few words, for `FILE: invalid FORMAT: <this>`."""
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    text = " ".join(str(error).split())
+    if "integer string conversion" in text:  # Python's own limit on int(str)
+        return f"a number has more than {sys.get_int_max_str_digits()} digits"
+    return text or type(error).__name__
 
 
 def yaml_error(path: str, error: Exception) -> ConfigError:

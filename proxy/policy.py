@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from .errors import PARSER_FAILURES, ConfigError, parser_failure
 from .reference import ImageReference, InvalidReference, parse_normalized
 
 TRANSPORT = "docker"
@@ -179,6 +179,8 @@ def parse_policy(text: str, path: str = "") -> Policy:
         raw = json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as error:
         raise ConfigError(f"line {error.lineno}: invalid JSON: {error.msg}") from None
+    except PARSER_FAILURES as error:
+        raise ConfigError(f"invalid JSON: {parser_failure(error)}") from None
     top = _object(raw, "policy")
     _check_keys(top, {"default", "transports"})
     if "default" not in top:

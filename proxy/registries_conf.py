@@ -19,7 +19,7 @@ from typing import Any
 import tomlkit
 import tomlkit.exceptions
 
-from .errors import ConfigError
+from .errors import PARSER_FAILURES, ConfigError, parser_failure
 from .reference import InvalidReference, is_valid_domain, parse_normalized, parse_reference
 
 PULL_FROM_MIRROR_VALUES = ("", "all", "digest-only", "tag-only")
@@ -339,8 +339,10 @@ def parse_registries_conf(text: str, path: str, *, drop_in: bool = False) -> _Fi
         doc = tomlkit.parse(text).unwrap()
     except tomlkit.exceptions.ParseError as error:
         raise ConfigError(f"toml: line {error.line}: {error}") from None
-    except (tomlkit.exceptions.TOMLKitError, ValueError) as error:
+    except tomlkit.exceptions.TOMLKitError as error:
         raise ConfigError(f"toml: {error}") from None
+    except PARSER_FAILURES as error:  # tomlkit before 0.15 recursed without a limit
+        raise ConfigError(f"toml: {parser_failure(error)}") from None
     decoder = _Decoder(path, text)
 
     registries = [

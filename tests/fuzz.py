@@ -120,12 +120,24 @@ TARGETS: dict[str, tuple[Callable[[bytes], None], list[str]]] = {
     "crs": (loader("crs.yaml", lambda path: render(load_crs([path]))), [".yaml"]),
     "scenario": (loader("scenario.yaml", load_scenario), [".yaml"]),
 }
+# Nested past any recursion limit (the interpreter's is 1,000 frames, tomlkit's 100 levels)
+# and small enough for libFuzzer to mutate quickly: the parsers' RecursionError was a crash.
+DEEP = 5000
+DEEP_JSON = [b"[" * DEEP + b"]" * DEEP, b'{"default": ' * DEEP + b"[]" + b"}" * DEEP]
+DEEP_TOML = [b"unqualified-search-registries = " + b"[" * DEEP + b"]" * DEEP + b"\n",
+             b"x = " + b"{a = " * DEEP + b"1" + b"}" * DEEP + b"\n",
+             b".".join([b"a"] * DEEP) + b" = 1\n"]
+DEEP_YAML = [b"[" * DEEP + b"]" * DEEP + b"\n", b"kind: " + b"{a: " * DEEP + b"1" + b"}" * DEEP]
 EXTRA_SEEDS = {
     "reference": [b"quay.io/ns/app:v1", b"localhost:5000/a@sha256:" + b"a" * 64, b"busybox"],
     "request": [b"quay.io/ns/app\x00v1\x00bytes=0-9", b"library/busybox"],
-    "auth_file": [b'{"auths": {"quay.io": {"auth": "dXNlcjpwYXNz"}}}'],
+    "registries_conf": DEEP_TOML,
+    "policy": [*DEEP_JSON, b'{"default": [{"type": "reject", "n": ' + b"9" * 5000 + b"}]}"],
+    "auth_file": [b'{"auths": {"quay.io": {"auth": "dXNlcjpwYXNz"}}}',
+                  b'{"auths": ' + b'{"a": ' * DEEP + b"{}" + b"}" * DEEP + b"}", *DEEP_JSON],
+    "crs": [*DEEP_YAML, b"kind: ConfigMap\nmetadata: {name: c, created: 2024-02-30}\n"],
     "scenario": [(Path(__file__).parents[1] / "harness/scenarios/seed-failover.yaml")
-                 .read_bytes()],
+                 .read_bytes(), *DEEP_YAML, b"name: x\nimages: [[1]]\n"],
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError, yaml_error
+from ..errors import PARSER_FAILURES, ConfigError, parser_failure, yaml_error
 from .scopes import valid_mirror, valid_source
 
 IDMS, ITMS, ICSP = "ImageDigestMirrorSet", "ImageTagMirrorSet", "ImageContentSourcePolicy"
@@ -128,6 +128,8 @@ def documents(path: str) -> Iterator[dict[str, Any]]:
         raise yaml_error(path, error) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: {error}") from None
+    except PARSER_FAILURES as error:
+        raise ConfigError(f"{path}: invalid YAML: {parser_failure(error)}") from None
     for index, document in enumerate(loaded):
         if document is None:
             continue
