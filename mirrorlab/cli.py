@@ -34,7 +34,9 @@ def _add_node_files(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--policy", metavar="FILE", help="policy.json to use")
     group.add_argument("--certs-dir", metavar="DIR",
                        help="per-host certificate directories (DIR/HOST[:PORT]/*.crt)")
-    group.add_argument("--auth-file", metavar="FILE", help="auth.json to use")
+    group.add_argument("--authfile", "--auth-file", dest="auth_file", metavar="FILE",
+                       help="auth.json to use (spelled as podman and skopeo spell it; "
+                       "--auth-file is the same)")
     group.add_argument("--root", metavar="ROOT", default="",
                        help="a rendered tree that stands for the node's / (no per-user files)")
 
@@ -68,10 +70,23 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _listen(text: str) -> tuple[str, int]:
+    """`--listen ADDRESS:PORT`, `[IPv6]:PORT`, or `:PORT` for loopback."""
     host, colon, port = text.rpartition(":")
-    if not colon or not port.isdigit():
+    if not colon or not port or not (port.isascii() and port.isdigit()):
         raise MirrorlabError(f"--listen {text!r}: expected ADDRESS:PORT")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    if host.startswith("[") or host.endswith("]"):
+        if not (host.startswith("[") and host.endswith("]")) or len(host) < 3:
+            raise MirrorlabError(f"--listen {text!r}: expected ADDRESS:PORT")
+        host = host[1:-1]
+        if ":" not in host:
+            raise MirrorlabError(f"--listen {text!r}: [{host}] is not an IPv6 address")
+    elif ":" in host:
+        raise MirrorlabError(f"--listen {text!r}: an IPv6 address goes in brackets: "
+                             "[ADDRESS]:PORT")
+    number = int(port) if len(port) <= 5 else 65536
+    if number > 65535:
+        raise MirrorlabError(f"--listen {text!r}: port {port} is not in 0-65535")
+    return host or "127.0.0.1", number
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

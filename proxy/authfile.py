@@ -68,13 +68,16 @@ def parse_auth_file(text: str, path: str, *, legacy: bool = False) -> AuthFile:
 
 
 def _check_entries(path: str, auths: Mapping[str, Any]) -> None:
-    """Every `auths` entry is an object whose `auth` and `identitytoken` are strings."""
+    """Every `auths` entry is an object whose `auth` and `identitytoken` are strings, and
+    whose `auth` decodes: the whole file is refused when it is read, by every command and
+    by a reload alike (containers/image refuses it only when a pull looks that entry up)."""
     for key, entry in auths.items():
         if not isinstance(entry, dict):
             raise ConfigError(f'{path}: auths["{key}"] must be a JSON object')
         for field in ("auth", "identitytoken"):
             if entry.get(field) is not None and not isinstance(entry[field], str):
                 raise ConfigError(f'{path}: auths["{key}"].{field} must be a string')
+        _decode(path, key, entry)
 
 
 def auth_keys(name: str) -> list[str]:
