@@ -14,6 +14,7 @@ from typing import NoReturn
 from mirrorlab.harness.commands import add_commands as add_lab_commands
 from mirrorlab.proxy.errors import MirrorlabError
 from mirrorlab.proxy.explain import NodeConfig, explain, format_json, format_text
+from mirrorlab.proxy.fallback import FallbackMode
 from mirrorlab.proxy.openshift.commands import add_commands as add_openshift_commands
 from mirrorlab.proxy.paths import NodeFiles
 
@@ -69,6 +70,19 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return status
 
 
+def _any_registry(args: argparse.Namespace, host: str) -> bool:
+    """Any registry on loopback (a node contacts whatever it is asked for); beyond it, only
+    named ones unless told: an open proxy would reach any address for any client."""
+    if args.any_registry is not None:
+        return bool(args.any_registry)
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _listen(text: str) -> tuple[str, int]:
     """`--listen ADDRESS:PORT`, `[IPv6]:PORT`, or `:PORT` for loopback."""
     host, colon, port = text.rpartition(":")
@@ -114,7 +128,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         short_names=args.short_names,
         buffer_budget=args.buffer_budget_mib * 1024 * 1024,
         timeouts=Timeouts(connect=args.connect_timeout, read=args.read_timeout),
-        cooldown_seconds=0.0 if args.strict else args.cooldown,
+        fallback=FallbackMode(args.fallback),
+        cooldown_seconds=args.cooldown,
+        any_registry=_any_registry(args, host),
         idle_timeout=args.idle_timeout,
         trusted_realms=tuple(args.trust_realm),
     )
@@ -170,13 +186,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="close a client connection without a complete request for this long "
                    "(default: %(default)s)")
+    p.add_argument("--fallback", choices=[str(m) for m in FallbackMode],
+                   default=str(FallbackMode.STICKY),
+                   help="what a failed blob or per-platform manifest does: sticky (default): "
+                   "fails the pull as every containers/image up to podman 5.7 and OCP 4.21 "
+                   "does; blob: falls back per blob as OCP 4.22 (PR #845); resilient: "
+                   "mirrorlab's own rescue (any failure, resume, cool-down), each rescue marked")
+    p.add_argument("--any-registry", action="store_true", default=None,
+                   help="contact any registry a client names (the default on loopback; "
+                   "beyond loopback only those the configuration or --resolve names)")
     p.add_argument("--cooldown", type=float, default=30.0, metavar="SECONDS",
                    help="skip a host that keeps failing for this long (default: %(default)s)")
     p.add_argument("--buffer-budget-mib", type=int, default=16, metavar="MIB",
                    help="memory for verifying small blobs before sending, across all requests "
                    "(default: %(default)s); past it they stream with the last chunk held back")
-    p.add_argument("--strict", action="store_true",
-                   help="node-faithful: no cool-down, every source tried on every pull")
+    p.add_argument("--strict", dest="fallback", action="store_const",
+                   const=str(FallbackMode.STICKY),
+                   help="the same as --fallback sticky (node-faithful; kept for old scripts)")
     p.set_defaults(func=_cmd_serve)
 
     add_openshift_commands(commands)

@@ -19,6 +19,12 @@ class Metrics:
         self.fallbacks = Counter(
             "mirrorlab_fallbacks", "Requests served by a source other than the first tried",
             ["kind"], registry=self.registry)
+        self.rescues = Counter(
+            "mirrorlab_rescues", "Responses served in resilient mode that the named node "
+            "modes (sticky, blob) would have failed", ["kind", "modes"], registry=self.registry)
+        self.client_aborts = Counter(
+            "mirrorlab_client_aborts", "Client connections gone before their response was "
+            "complete (not counted against any source)", ["kind"], registry=self.registry)
         self.bytes = Counter(
             "mirrorlab_bytes", "Blob bytes received from upstream, by physical host",
             ["host"], registry=self.registry)

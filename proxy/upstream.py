@@ -31,26 +31,16 @@ from yarl import URL
 from .authfile import AuthFile, Credentials, find_credentials
 from .certsd import CertsDirSettings, certs_dir_for, read_certs_dir
 from .errors import ConfigError
+from .outcomes import Outcome, SourceFailure, describe, outcome_of_error, outcome_of_status
 from .plan import PullSource
 from .resolve_table import ResolveTable
+from .sites import same_site
 
 log = logging.getLogger("mirrorlab.proxy")
 
 MANIFEST_LIMIT = 4 * 1024 * 1024
 USER_AGENT = "mirrorlab/0.1"
 REDIRECTS = (301, 302, 303, 307, 308)
-
-
-class UpstreamError(Exception):
-    """One source failing, with a kind for metrics and a containers/image-like message."""
-
-    def __init__(self, kind: str, message: str, status: int | None = None,
-                 code: str | None = None, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.status = status
-        self.code = code
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -210,14 +200,19 @@ class Upstreams:
                         ping = _Ping(base, challenge)
                         self._pings[key] = ping
                         return ping
-                    last = UpstreamError("status", f"status {response.status} on {base}/v2/",
+                    last = SourceFailure(outcome_of_status(response.status),
+                                         f"status {response.status} on {base}/v2/",
                                          status=response.status)
             except ConfigError:
                 raise
-            except Exception as error:  # every failure moves on, as upstream does
+            except Exception as error:  # a mapped failure moves to the next scheme
+                if outcome_of_error(error) is None:
+                    raise
                 last = error
-        raise UpstreamError(_error_kind(last), f"pinging container registry {source.host}: "
-                            f"{_describe(last)}")
+        assert last is not None
+        outcome = outcome_of_error(last) or Outcome.CONNECT
+        raise SourceFailure(outcome, f"pinging container registry {source.host}: "
+                            f"{describe(last)}")
 
     # ------------------------------------------------------------ auth
 
@@ -276,18 +271,26 @@ class Upstreams:
             ) as response:
                 body = await response.read()
                 if response.status != 200:
-                    raise UpstreamError("auth", f"fetching token from {realm}: status "
+                    raise SourceFailure(Outcome.AUTH, f"fetching token from {realm}: status "
                                         f"{response.status}", status=response.status)
                 data = json.loads(body)
-        except UpstreamError:
+        except SourceFailure:
             raise
+        except (ValueError, RecursionError) as error:
+            raise SourceFailure(Outcome.AUTH, f"fetching token from {realm}: the answer is "
+                                f"not JSON: {describe(error)}") from None
         except Exception as error:
-            raise UpstreamError(
-                "auth", f"fetching token from {realm}: {_describe(error)}") from None
-        token = data.get("token") or data.get("access_token")
+            if outcome_of_error(error) is None:
+                raise
+            raise SourceFailure(
+                Outcome.AUTH, f"fetching token from {realm}: {describe(error)}") from None
+        token = data.get("token") or data.get("access_token") if isinstance(data, dict) \
+            else None
         if not isinstance(token, str):
-            raise UpstreamError("auth", f"token response from {realm} has no token")
-        return token, float(data.get("expires_in") or 60)
+            raise SourceFailure(Outcome.AUTH, f"token response from {realm} has no token")
+        expires = data.get("expires_in")
+        lifetime = float(expires) if isinstance(expires, int | float) and expires > 0 else 60.0
+        return token, lifetime
 
     # ------------------------------------------------------------ requests
 
@@ -338,7 +341,7 @@ class Upstreams:
             location = response.headers["Location"]
             response.release()
             url = str(response.url.join(URL(location)))
-        raise UpstreamError("status", f"too many redirects from {url}")
+        raise SourceFailure(Outcome.BAD_RESPONSE, f"too many redirects from {url}")
 
     async def manifest(self, source: PullSource, accept: list[str]) -> Manifest:
         """GET the manifest of `source.reference`, read whole, digest checked."""
@@ -353,64 +356,26 @@ class Upstreams:
                 if response.status != 200:
                     body = await response.content.read(64 * 1024)
                     code, message = status_message(response.status, body)
-                    raise UpstreamError(_status_kind(response.status), f"{what}: {message}",
-                                        status=response.status, code=code,
-                                        retry_after=_retry_after(
-                                            response.headers.get("Retry-After")))
+                    raise SourceFailure(outcome_of_status(response.status),
+                                        f"{what}: {message}", status=response.status,
+                                        code=code)
                 body = await response.content.read(MANIFEST_LIMIT + 1)
                 if len(body) > MANIFEST_LIMIT:
-                    raise UpstreamError("too_large", f"{what}: manifest is larger than 4 MiB")
+                    raise SourceFailure(Outcome.TOO_LARGE,
+                                        f"{what}: manifest is larger than 4 MiB")
                 media_type = response.headers.get("Content-Type", "")
                 sent_digest = response.headers.get("Docker-Content-Digest")
-        except (UpstreamError, ConfigError):
+        except (SourceFailure, ConfigError):
             raise
         except Exception as error:
-            raise UpstreamError(_error_kind(error), f"{what}: {_describe(error)}") from None
+            outcome = outcome_of_error(error)
+            if outcome is None:
+                raise
+            raise SourceFailure(outcome, f"{what}: {describe(error)}") from None
         expected = ref.digest or sent_digest
         algorithm = (expected or "sha256:").split(":", 1)[0]
         digest = f"{algorithm}:{hashlib.new(algorithm, body).hexdigest()}"
         if expected is not None and digest != expected:
-            raise UpstreamError("digest", f"{what}: manifest digest {digest} does not match "
+            raise SourceFailure(Outcome.DIGEST, f"{what}: manifest digest {digest} does not match "
                                 f"{'requested' if ref.digest else 'advertised'} {expected}")
         return Manifest(body, media_type, digest)
-
-
-def same_site(realm_host: str, registry_host: str) -> bool:
-    """Send credentials to a token realm only on the registry's own site."""
-    registry_host = registry_host.split(":", 1)[0]
-    if realm_host == registry_host:
-        return True
-    return realm_host.split(".")[-2:] == registry_host.split(".")[-2:] and "." in realm_host
-
-
-def _status_kind(status: int) -> str:
-    if status == 404:
-        return "not_found"
-    if status in (401, 403):
-        return "denied"
-    if status == 429:
-        return "toomanyrequests"
-    return "status"
-
-
-def _error_kind(error: BaseException | None) -> str:
-    if isinstance(error, UpstreamError):
-        return error.kind
-    if isinstance(error, aiohttp.ClientConnectorCertificateError | ssl.SSLError):
-        return "tls"
-    if isinstance(error, aiohttp.ClientSSLError):
-        return "tls"
-    if isinstance(error, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return "timeout"
-    if isinstance(error, aiohttp.ClientConnectorError | ConnectionError | OSError):
-        return "connect"
-    return "error"
-
-
-def _describe(error: BaseException | None) -> str:
-    if error is None:
-        return "unknown error"
-    if isinstance(error, asyncio.TimeoutError):
-        return "timeout"
-    text = str(error) or type(error).__name__
-    return text.replace("\n", " ")

@@ -24,6 +24,7 @@ import atheris
 with atheris.instrument_imports(include=["proxy", "harness"]):
     from mirrorlab.harness.scenario import load_scenario
     from mirrorlab.proxy.authfile import load_auth_files
+    from mirrorlab.proxy.blobs import parse_range as _parse_range
     from mirrorlab.proxy.errors import MirrorlabError
     from mirrorlab.proxy.openshift.crs import load_crs
     from mirrorlab.proxy.openshift.render import render
@@ -31,7 +32,6 @@ with atheris.instrument_imports(include=["proxy", "harness"]):
     from mirrorlab.proxy.reference import InvalidReference, parse_docker_reference, validate_digest
     from mirrorlab.proxy.registries_conf import RegistriesConfPaths, load_registries_conf
     from mirrorlab.proxy.routing import route
-    from mirrorlab.proxy.server import _parse_range
 
 SEEDS = Path(__file__).parent / "golden" / "seed"
 

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import pytest
 
-from mirrorlab.proxy.chain import Attempt, CoolDown, Step, aggregate_error
+from mirrorlab.proxy.cooldown import CoolDown
 from mirrorlab.proxy.errors import MirrorlabError
+from mirrorlab.proxy.fallback import Fallback, FallbackMode, blob_fallback_trigger
+from mirrorlab.proxy.outcomes import (
+    Attempt,
+    Outcome,
+    aggregate_error,
+    describe,
+    fallback_error,
+    outcome_of_status,
+)
 from mirrorlab.proxy.plan import PullSource
 from mirrorlab.proxy.reference import parse_docker_reference
 from mirrorlab.proxy.registries_conf import RegistriesConf
 from mirrorlab.proxy.routing import path_component_for, route
 from mirrorlab.proxy.shortnames import resolve_short_name
-from mirrorlab.proxy.upstream import parse_challenge, same_site, status_message
+from mirrorlab.proxy.sites import same_site
+from mirrorlab.proxy.steps import Step
+from mirrorlab.proxy.upstream import parse_challenge, status_message
 
 from .conftest import DIGEST, LoadConf
 
@@ -80,8 +91,9 @@ def test_short_names(load_conf: LoadConf, conf: str, name: str, identity: str,
         assert [str(r) for r in resolve_short_name(config, name, identity)] == expected
 
 
-def _attempt(source: str, outcome: str, detail: str = "boom") -> Attempt:
-    return Attempt(source, outcome, detail)
+def _attempt(source: str, outcome: str, detail: str = "boom",
+             code: str | None = None) -> Attempt:
+    return Attempt(source, Outcome(outcome), detail, code=code)
 
 
 AGGREGATES = [
@@ -89,7 +101,7 @@ AGGREGATES = [
     ([_attempt("m1/a:1", "connect", "refused"), _attempt("q.io/a:1", "blocked", "blocked!")],
      "(Mirrors also failed: [m1/a:1: refused]): q.io/a:1: blocked!"),
     ([_attempt("m1/a:1", "connect", "e1"), _attempt("m2/a:1", "not_found", "e2"),
-      _attempt("q.io/a:1", "status", "e3")],
+      _attempt("q.io/a:1", "server_error", "e3")],
      "(Mirrors also failed: [m1/a:1: e1]\n[m2/a:1: e2]): q.io/a:1: e3"),
 ]
 
@@ -108,39 +120,150 @@ def _step(host: str, blocked: bool = False) -> Step:
 def test_cooldown_skips_a_failing_host_for_a_while() -> None:
     now = [0.0]
     cool = CoolDown(seconds=30, threshold=2, clock=lambda: now[0])
-    steps = [_step("m1.io"), _step("m2.io"), _step("q.io", blocked=True)]
-    cool.record("m1.io", "connect")
-    assert cool.order(steps)[1] == []  # one failure is not enough
-    cool.record("m1.io", "not_found")  # content misses do not count, nor reset
-    cool.record("m1.io", "timeout")
-    assert cool.order(steps)[1] == [steps[0]]
+    hosts = ["m1.io", "m2.io"]
+    cool.record("m1.io", Outcome.CONNECT)
+    assert cool.cooling(hosts) == set()  # one failure is not enough
+    cool.record("m1.io", Outcome.NOT_FOUND)  # content misses do not count, nor reset
+    cool.record("m1.io", Outcome.CLIENT_ERROR)  # nor a 4xx (a 416 the proxy caused)
+    cool.record("m1.io", Outcome.CONNECT)
+    assert cool.cooling(hosts) == {"m1.io"}
     now[0] = 31.0
-    assert cool.order(steps)[1] == []
-    cool.record("m1.io", "connect")  # still one short of the threshold after expiry?
-    assert cool.order(steps)[1] == [steps[0]]  # the count persists until a success
-    cool.record("m1.io", "served")
-    assert cool.order(steps)[1] == []
+    assert cool.cooling(hosts) == set()
+    cool.record("m1.io", Outcome.SERVER_ERROR)  # the count persists until a success
+    assert cool.cooling(hosts) == {"m1.io"}
+    cool.record("m1.io", Outcome.SERVED)
+    assert cool.cooling(hosts) == set()
 
 
 def test_one_timeout_trips_the_cooldown() -> None:
     """A hung mirror should cost only the first pull, not one read timeout per pull."""
     cool = CoolDown(seconds=30, threshold=2)
-    steps = [_step("m1.io"), _step("m2.io")]
-    cool.record("m1.io", "timeout")
-    assert cool.order(steps)[1] == [steps[0]]
+    cool.record("m1.io", Outcome.TIMEOUT)
+    assert cool.cooling(["m1.io", "m2.io"]) == {"m1.io"}
 
 
 def test_cooldown_never_skips_every_usable_source() -> None:
     cool = CoolDown(seconds=30, threshold=1)
-    steps = [_step("m1.io"), _step("q.io", blocked=True)]
-    cool.record("m1.io", "connect")
-    assert cool.order(steps) == (steps, [])
+    cool.record("m1.io", Outcome.CONNECT)
+    assert cool.cooling(["m1.io"]) == set()
 
 
-def test_strict_mode_has_no_cooldown() -> None:
+def test_zero_seconds_is_no_cooldown() -> None:
     cool = CoolDown(seconds=0, threshold=1)
-    cool.record("m1.io", "connect")
-    assert cool.order([_step("m1.io"), _step("m2.io")])[1] == []
+    cool.record("m1.io", Outcome.CONNECT)
+    assert cool.cooling(["m1.io", "m2.io"]) == set()
+
+
+# PR #845's unit tables (`TestIsMirrorTransientError`, `TestIsMirrorFallbackError`), as
+# outcome and OCI code: which failures of a referenced blob move on to the next source.
+BLOB_TRIGGERS = [
+    ("server_error", None, True),  # 500, 503
+    ("timeout", None, True),
+    ("not_found", "BLOB_UNKNOWN", True),
+    ("toomanyrequests", "TOOMANYREQUESTS", True),
+    ("not_found", None, False),  # a bare 404: UnexpectedHTTPStatusError
+    ("not_found", "MANIFEST_UNKNOWN", False),
+    ("not_found", "NAME_UNKNOWN", False),
+    ("toomanyrequests", None, False),  # a bare 429
+    ("client_error", None, False),  # 400
+    ("denied", "UNAUTHORIZED", False),
+    ("denied", "DENIED", False),
+    ("connect", None, False),  # a net.Error without Timeout()
+    ("tls", None, False),
+    ("interrupted", None, False),  # mid-stream: body_reader resumes at the same source
+    ("digest", None, False),
+]
+
+
+@pytest.mark.parametrize(("outcome", "code", "trigger"), BLOB_TRIGGERS)
+def test_blob_fallback_triggers(outcome: str, code: str | None, trigger: bool) -> None:
+    assert blob_fallback_trigger(Outcome(outcome), code) is trigger
+    blob = Fallback(FallbackMode.BLOB)
+    assert blob.goes_on(Outcome(outcome), code, kind="blob", referenced=True) is trigger
+    assert blob.goes_on(Outcome(outcome), code, kind="manifest", referenced=True) is False
+    assert Fallback(FallbackMode.STICKY).goes_on(Outcome(outcome), code, kind="blob",
+                                                 referenced=True) is False
+    assert Fallback(FallbackMode.RESILIENT).goes_on(Outcome(outcome), code, kind="blob",
+                                                    referenced=True) is True
+    for mode in FallbackMode:  # a top-level manifest: every failure moves on, in every mode
+        assert Fallback(mode).goes_on(Outcome(outcome), code, kind="manifest",
+                                      referenced=False) is True
+
+
+PLAN = [_step("m1.io"), _step("m2.io"), _step("m3.io"), _step("q.io")]
+CANDIDATES = [
+    # mode, kind, index of the manifest's source in PLAN, candidates (hosts)
+    ("sticky", "blob", 1, ["m2.io"]),
+    ("sticky", "manifest", 1, ["m2.io"]),
+    ("blob", "blob", 1, ["m2.io", "m3.io", "q.io"]),  # only those after it
+    ("blob", "blob", 3, ["q.io"]),  # the primary served: no fallback at all
+    ("blob", "manifest", 1, ["m2.io"]),  # per-platform manifests stay
+    ("resilient", "blob", 1, ["m2.io", "m1.io", "m3.io", "q.io"]),
+    ("resilient", "manifest", 2, ["m3.io", "m1.io", "m2.io", "q.io"]),
+    ("sticky", "blob", None, ["m1.io", "m2.io", "m3.io", "q.io"]),  # not referenced
+]
+
+
+@pytest.mark.parametrize(("mode", "kind", "home", "hosts"), CANDIDATES)
+def test_candidates_per_mode(mode: str, kind: str, home: int | None,
+                             hosts: list[str]) -> None:
+    served_by = PLAN[home] if home is not None else None
+    found = Fallback(FallbackMode(mode)).candidates(PLAN, served_by, kind)
+    assert [s.source.host for s in found] == hosts
+
+
+RESCUES = [
+    # what each source did for a referenced blob (resilient), the node modes that fail it
+    ([("served", None)], []),
+    ([("not_found", "BLOB_UNKNOWN"), ("served", None)], ["sticky"]),
+    ([("server_error", None), ("not_found", None), ("served", None)], ["sticky", "blob"]),
+    ([("denied", None), ("served", None)], ["sticky", "blob"]),
+    ([("cooldown", None), ("served", None)], ["sticky", "blob"]),
+    ([("interrupted", None), ("served", None)], ["sticky", "blob"]),
+    ([("blocked", None), ("served", None)], []),
+]
+
+
+@pytest.mark.parametrize(("outcomes", "fail"), RESCUES)
+def test_resilient_rescues_are_named(outcomes: list[tuple[str, str | None]],
+                                     fail: list[str]) -> None:
+    attempts = [_attempt(f"m{n}/a", outcome, code=code)
+                for n, (outcome, code) in enumerate(outcomes)]
+    resilient = Fallback(FallbackMode.RESILIENT)
+    assert list(resilient.rescued(attempts, kind="blob", referenced=True)) == fail
+    assert resilient.rescued(attempts, kind="blob", referenced=False) == ()
+    assert Fallback(FallbackMode.BLOB).rescued(attempts, kind="blob", referenced=True) == ()
+
+
+def test_fallback_error_has_pr_845_shape() -> None:
+    attempts = [_attempt("m1/a", "server_error", "e1"), _attempt("m2/a", "not_found", "e2"),
+                _attempt("q/a", "server_error", "e3")]
+    assert fallback_error(attempts) == "(Fallback sources also failed: [m2/a: e2]\n[q/a: e3]): e1"
+    blob = Fallback(FallbackMode.BLOB)
+    assert blob.message(attempts, referenced=True) == fallback_error(attempts)
+    assert blob.message(attempts, referenced=False) == aggregate_error(attempts)
+
+
+STATUS_OUTCOMES = [(404, "not_found"), (401, "denied"), (403, "denied"),
+                   (429, "toomanyrequests"), (416, "client_error"), (400, "client_error"),
+                   (500, "server_error"), (503, "server_error")]
+
+
+@pytest.mark.parametrize(("status", "outcome"), STATUS_OUTCOMES)
+def test_one_status_mapping(status: int, outcome: str) -> None:
+    assert outcome_of_status(status) == Outcome(outcome)
+
+
+def test_messages_never_show_object_reprs() -> None:
+    import ssl
+
+    import aiohttp
+    from aiohttp.client_reqrep import ConnectionKey
+
+    key = ConnectionKey("h.io", 443, True, ssl.create_default_context(), None, None, None)
+    error = aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))
+    text = describe(error)
+    assert "object at 0x" not in text and "Connection refused" in text, text
 
 
 CHALLENGES = [

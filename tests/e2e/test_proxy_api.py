@@ -231,11 +231,14 @@ def test_reload_on_sighup_keeps_the_old_configuration_when_the_new_one_is_bad(
     assert "URI schemes are not supported" in str(proxy.events("reload")[-1]["error"])
 
 
-@pytest.mark.parametrize("strict", [False, True])
-def test_cooldown_skips_a_dead_mirror_unless_strict(clean_lab: Lab, proxy_factory: Factory,
-                                                    strict: bool) -> None:
+@pytest.mark.parametrize("mode", ["sticky", "blob", "resilient"])
+def test_cooldown_skips_a_dead_mirror_in_resilient_mode(clean_lab: Lab,
+                                                        proxy_factory: Factory,
+                                                        mode: str) -> None:
+    """A node tries every source on every pull; only resilient mode cools a dead one."""
     lab = clean_lab
-    proxy = proxy_factory(lab, chain(lab), extra=("--strict",) if strict else ())
+    proxy = proxy_factory(lab, chain(lab), extra=("--fallback", mode))
+    strict = mode != "resilient"
     lab.faults.set(Fault("refuse"))
     for _ in range(3):
         assert proxy.get("/v2/quay.io/ns/app/manifests/v1", OCI_MANIFEST)[0] == 200

@@ -1,0 +1,409 @@
+"""Blob transfer: one client blob request, fetched from one source at a time and verified.
+
+Nothing unverified completes. A blob of up to 4 MiB is read whole (within a shared
+memory budget) and checked before a byte is sent; a wrong or cut one is fetched again,
+from byte 0, at the next source, so a mismatch is always one source's. A larger blob
+streams with its last piece held back until the digest matches; on a mismatch the
+connection is cut and every source that sent bytes of it becomes a suspect for that blob
+(tried last, for a while). A stream cut mid-way resumes with `Range`: at the same source
+in the node modes, after enough progress, as containers/image's `docker/body_reader.go`
+does; at the next source in resilient mode. The size is the manifest descriptor's when a
+served manifest gave it, else the serving source's own. A client Range on a large blob
+is passed through (a part cannot be checked against the digest, and says so).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from .fallback import Fallback
+from .metrics import Metrics
+from .outcomes import Outcome, SourceFailure, describe, outcome_of_status
+from .responses import API_VERSION, oci_error
+from .steps import Step
+from .upstream import Upstreams, status_message
+
+log = logging.getLogger("mirrorlab.proxy")
+
+CHUNK = 256 * 1024
+SMALL_BLOB = 4 * 1024 * 1024
+SOURCE_HEADER = "X-Mirrorlab-Source"
+FALLBACK_HEADER = "X-Mirrorlab-Fallback"
+RESCUED_HEADER = "X-Mirrorlab-Rescued"
+VERIFIED_HEADER = "X-Mirrorlab-Verified"
+RESUME_PROGRESS = 1024 * 1024
+"""`bodyReaderMinimumProgress`: bytes a cut stream must have made to be resumed."""
+RESUME_INTERVAL = 60.0
+"""`bodyReaderMSSinceLastRetry`: or this long since the last resume."""
+
+
+class ClientGone(Exception):
+    """The client closed its connection: the transfer ends, no source is blamed."""
+
+
+def parse_range(header: str | None, total: int) -> tuple[int, int] | None:
+    """A single `bytes=a-b` / `bytes=a-` / `bytes=-n` range, or None for the whole blob."""
+    match = re.fullmatch(r"bytes=(\d*)-(\d*)", (header or "").strip())
+    if not match or not (match[1] or match[2]):
+        return None
+    if match[1]:
+        start = int(match[1])
+        end = min(int(match[2]), total - 1) if match[2] else total - 1
+    else:
+        start, end = max(total - int(match[2]), 0), total - 1
+    if start > end or start >= total:
+        raise ValueError("unsatisfiable range")
+    return start, end
+
+
+@dataclass
+class BlobBudget:
+    """Bytes of small blobs held whole for verification at once, across all requests."""
+
+    limit: int
+    used: int = 0
+
+    def reserve(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.used -= size
+
+
+@dataclass
+class SuspectBlobs:
+    """(source repository, digest) -> until when the source is tried last for that blob."""
+
+    seconds: float = 600.0
+    _until: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def add(self, names: list[str], digest: str) -> None:
+        now = time.monotonic()
+        self._until = {k: t for k, t in self._until.items() if t > now}
+        for name in names:
+            self._until[(name, digest)] = now + self.seconds
+
+    def suspect(self, name: str, digest: str) -> bool:
+        return self._until.get((name, digest), 0.0) > time.monotonic()
+
+    def order(self, steps: list[Step], digest: str) -> list[Step]:
+        return sorted(steps, key=lambda s: self.suspect(s.source_name, digest))
+
+    def clear(self) -> None:
+        self._until.clear()
+
+
+class _Cut(Exception):
+    """The body stopped before its end at one source (maybe resumable there)."""
+
+    def __init__(self, outcome: Outcome, detail: str) -> None:
+        super().__init__(detail)
+        self.outcome = outcome
+
+
+class _HeldBackWriter:
+    """Writes the window [start, end] of a blob, always keeping the last piece back."""
+
+    def __init__(self, response: web.StreamResponse, start: int, end: int) -> None:
+        self.response, self.start, self.end = response, start, end
+        self.position = 0
+        self.held = b""
+
+    async def feed(self, chunk: bytes) -> None:
+        low = max(self.start - self.position, 0)
+        high = min(self.end + 1 - self.position, len(chunk))
+        self.position += len(chunk)
+        if low < high:
+            if self.held:
+                await _write(self.response, self.held)
+            self.held = chunk if (low, high) == (0, len(chunk)) else chunk[low:high]
+
+    async def finish(self) -> None:
+        if self.held:
+            await _write(self.response, self.held)
+        await self.response.write_eof()
+
+
+async def _write(response: web.StreamResponse, data: bytes | memoryview) -> None:
+    try:
+        await response.write(data)
+    except (ConnectionError, aiohttp.ClientConnectionResetError) as error:
+        raise ClientGone(str(error)) from None
+
+
+class BlobTransfer:
+    """One client blob request; `attempt` is what the attempt loop calls per source."""
+
+    def __init__(self, request: web.Request, digest: str, *, upstreams: Upstreams,
+                 budget: BlobBudget, metrics: Metrics, fallback: Fallback,
+                 suspects: SuspectBlobs, size: int | None, home: str | None) -> None:
+        self.request, self.digest = request, digest
+        self.upstreams, self.budget, self.metrics = upstreams, budget, metrics
+        self.fallback, self.suspects = fallback, suspects
+        self.size = size
+        """The manifest descriptor's size, when a served manifest gave one."""
+        self.home = home
+        self.algorithm = digest.split(":", 1)[0]
+        self.hasher = hashlib.new(self.algorithm)
+        self.received = 0
+        self.total: int | None = None
+        self.segments: list[list[object]] = []
+        """[source, first byte, end] of every source that sent bytes, in order."""
+        self.response: web.StreamResponse | None = None
+        self.writer: _HeldBackWriter | None = None
+        self.buffer: bytearray | None = None
+        self.reserved = 0
+        self.served_by: Step | None = None
+        self.range_error = False
+        self.partial: tuple[int, int] | None = None
+        """A client window passed through unverified (a range of a large blob)."""
+
+    # ------------------------------------------------------------ one source
+
+    def _restart(self) -> None:
+        self.received, self.segments = 0, []
+        self.hasher = hashlib.new(self.algorithm)
+
+    async def attempt(self, step: Step) -> None:
+        """Fetch the blob (or its rest) from `step`'s source; raises SourceFailure."""
+        if self.response is None:
+            self._restart()  # nothing went out yet: whole, from this source alone
+        elif self.segments and self.segments[-1][0] != step.source_name \
+                and not self.fallback.resumes_across_sources:
+            raise SourceFailure(Outcome.INTERRUPTED, "the stream was cut and this mode "
+                                "resumes only at the same source", final=True)
+        mark, since = self.received, time.monotonic()
+        while True:
+            try:
+                await self._fetch(step)
+                break
+            except _Cut as cut:
+                # `docker/body_reader.go`: a node resumes a cut body at the same source
+                # when it made progress (or long since the last resume); resilient mode
+                # moves to the next source instead.
+                enough = (self.received - mark >= RESUME_PROGRESS
+                          or time.monotonic() - since >= RESUME_INTERVAL)
+                if self.fallback.resumes_across_sources or not enough:
+                    if self.response is None:
+                        self._restart()
+                    raise SourceFailure(cut.outcome, str(cut)) from None
+                log.info(json.dumps({"event": "resume", "source": str(step.source.reference),
+                                     "digest": self.digest, "at": self.received,
+                                     "reason": str(cut)}))
+                mark, since = self.received, time.monotonic()
+        self.served_by = step
+
+    async def _fetch(self, step: Step) -> None:
+        source = step.source
+        path = f"/v2/{source.reference.path}/blobs/{self.digest}"
+        method = "HEAD" if self.request.method == "HEAD" else "GET"
+        headers: CIMultiDict[str] = CIMultiDict()
+        if self.received:
+            headers["Range"] = f"bytes={self.received}-"
+        elif self.partial is not None:
+            headers["Range"] = f"bytes={self.partial[0]}-{self.partial[1]}"
+        what = f"reading blob {self.digest}: fetching blob"
+        upstream = await self.upstreams.request(source, method, path, headers)
+        async with upstream:
+            if upstream.status not in (200, 206):
+                body = await upstream.content.read(64 * 1024)
+                code, message = status_message(upstream.status, body)
+                raise SourceFailure(outcome_of_status(upstream.status), f"{what}: {message}",
+                                    status=upstream.status, code=code)
+            skip = self._check_length(upstream)
+            if method == "HEAD" or self.range_error:
+                return
+            if self.partial is None and self.response is None and self.buffer is None:
+                await self._begin(step)
+                if self.range_error:
+                    return
+                if self.partial is not None:  # a large blob's range: ask for it alone
+                    upstream.close()
+                    await self._fetch(step)
+                    return
+            try:
+                async for chunk in upstream.content.iter_chunked(CHUNK):
+                    if skip:
+                        cut = min(skip, len(chunk))
+                        chunk, skip = chunk[cut:], skip - cut
+                        if not chunk:
+                            continue
+                    await self._take(step, chunk)
+            except (TimeoutError, aiohttp.ClientError, ConnectionError) as error:
+                outcome = Outcome.TIMEOUT if isinstance(error, TimeoutError) \
+                    else Outcome.INTERRUPTED
+                raise _Cut(outcome, f"reading blob {self.digest} after {self.received} "
+                           f"bytes: {describe(error)}") from None
+        self._check_end(step)
+
+    def _check_length(self, upstream: aiohttp.ClientResponse) -> int:
+        """The announced size against what is known; returns bytes of a 200 to skip."""
+        if self.partial is not None and upstream.status == 206:
+            expected = f"bytes {self.partial[0]}-{self.partial[1]}/"
+            if not upstream.headers.get("Content-Range", "").startswith(expected):
+                raise SourceFailure(Outcome.BAD_RESPONSE, f"range answered "
+                                    f"{upstream.headers.get('Content-Range')!r}")
+            return 0
+        if self.received:
+            content_range = upstream.headers.get("Content-Range", "")
+            if upstream.status == 206:
+                if not content_range.startswith(f"bytes {self.received}-"):
+                    raise SourceFailure(Outcome.BAD_RESPONSE,
+                                        f"resume answered {content_range!r}")
+                return 0
+            return self.received  # the whole blob again: skip what was taken
+        length = upstream.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            raise SourceFailure(Outcome.BAD_RESPONSE, f"blob {self.digest} has no "
+                                "Content-Length")
+        if self.size is not None and int(length) != self.size:
+            raise SourceFailure(Outcome.BAD_RESPONSE, f"blob {self.digest} announced "
+                                f"{length} bytes; its descriptor says {self.size}")
+        if self.response is None:
+            self.total = int(length)
+        return 0
+
+    async def _take(self, step: Step, chunk: bytes) -> None:
+        start, end = self.received, self.received + len(chunk)
+        if self.partial is None:
+            assert self.total is not None
+            if end > self.total:
+                raise SourceFailure(Outcome.BAD_RESPONSE, f"blob {self.digest} is longer "
+                                    f"than its {self.total} bytes")
+            self.hasher.update(chunk)
+        self.received = end
+        self.metrics.bytes.labels(step.source.host).inc(len(chunk))
+        if self.segments and self.segments[-1][0] == step.source_name:
+            self.segments[-1][2] = end
+        else:
+            self.segments.append([step.source_name, start, end])
+        if self.buffer is not None:
+            self.buffer[start:end] = chunk
+        elif self.writer is not None:
+            await self.writer.feed(chunk)
+        elif self.response is not None:  # a passed-through range
+            await _write(self.response, chunk)
+
+    def _check_end(self, step: Step) -> None:
+        if self.partial is not None:
+            expected = self.partial[1] - self.partial[0] + 1
+            if self.received != expected:
+                raise _Cut(Outcome.TRUNCATED, f"range ended after {self.received} of "
+                           f"{expected} bytes")
+            return
+        if self.received != self.total:
+            raise _Cut(Outcome.TRUNCATED, f"blob ended after {self.received} of "
+                       f"{self.total} bytes")
+        actual = f"{self.algorithm}:{self.hasher.hexdigest()}"
+        if actual == self.digest:
+            return
+        senders = [str(name) for name, _, _ in self.segments]
+        self.suspects.add(senders, self.digest)
+        spans = ", ".join(f"{name} bytes {low}-{int(str(high)) - 1}"
+                          for name, low, high in self.segments)
+        detail = f"blob content is {actual}, not {self.digest} ({spans})"
+        final = self.response is not None  # bytes went out: only a cut is left
+        if not final:
+            self._restart()
+        raise SourceFailure(Outcome.DIGEST, detail, final=final)
+
+    # ------------------------------------------------------------ the client side
+
+    def _headers(self, step: Step) -> dict[str, str]:
+        headers = {**API_VERSION, "Docker-Content-Digest": self.digest,
+                   "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes",
+                   SOURCE_HEADER: str(step.source.reference)}
+        if self.home is not None and step.source_name != self.home:
+            headers[FALLBACK_HEADER] = "blob"
+        return headers
+
+    async def _begin(self, step: Step) -> None:
+        """Small blobs are buffered (verified before any byte is sent); large ones stream,
+        and a range of a large one is passed through."""
+        assert self.total is not None
+        try:
+            window = parse_range(self.request.headers.get("Range"), self.total)
+        except ValueError:
+            self.range_error = True
+            return
+        if self.total <= SMALL_BLOB and self.budget.reserve(self.total):
+            self.buffer = bytearray(self.total)
+            self.reserved = self.total
+            return
+        headers = self._headers(step)
+        start, end = window if window else (0, self.total - 1)
+        if window:
+            headers["Content-Range"] = f"bytes {start}-{end}/{self.total}"
+            if window != (0, self.total - 1):
+                headers[VERIFIED_HEADER] = "no: a range cannot be checked against the digest"
+                self.partial = window
+        response = web.StreamResponse(status=206 if window else 200, headers=headers)
+        response.content_length = end - start + 1
+        await response.prepare(self.request)
+        self.response = response
+        if self.partial is None:
+            self.writer = _HeldBackWriter(response, start, end)
+
+    def release(self) -> None:
+        """Give back this request's share of the buffering budget."""
+        self.budget.release(self.reserved)
+        self.reserved = 0
+
+    async def finish(self, rescued: tuple[str, ...] = ()) -> web.StreamResponse | None:
+        """The client's response once the loop is done; None when no source served and
+        nothing went out (the caller answers with the chain's error)."""
+        step = self.served_by
+        if self.response is not None:
+            if step is not None:
+                if self.writer is not None:
+                    await self.writer.finish()
+                else:
+                    await self.response.write_eof()
+                return self.response
+            # Bytes already went out and no source completed them: cut the connection so
+            # the client can never take a partial or wrong blob for a whole one.
+            if self.request.transport is not None:
+                self.request.transport.abort()
+            return self.response
+        if step is None:
+            return None
+        assert self.total is not None
+        if self.range_error:
+            return oci_error(416, "SIZE_INVALID", "requested range not satisfiable",
+                             headers={"Content-Range": f"bytes */{self.total}"})
+        headers = self._headers(step)
+        if rescued:
+            headers[RESCUED_HEADER] = ",".join(rescued)
+        if self.request.method == "HEAD":
+            headers["Content-Length"] = str(self.total)
+            return web.Response(status=200, headers=headers)
+        data = memoryview(self.buffer if self.buffer is not None else bytearray())
+        window = parse_range(self.request.headers.get("Range"), self.total)
+        if window:
+            start, end = window
+            headers["Content-Range"] = f"bytes {start}-{end}/{self.total}"
+            data = data[start : end + 1]
+        # Written piece by piece, waiting for the client: the buffer stays this request's
+        # (and counted in the budget) until the last byte is out, never copied elsewhere.
+        response = web.StreamResponse(status=206 if window else 200, headers=headers)
+        response.content_length = len(data)
+        await response.prepare(self.request)
+        for offset in range(0, len(data), CHUNK):
+            await _write(response, data[offset : offset + CHUNK])
+        await response.write_eof()
+        return response
+
+    def contributors(self) -> list[str]:
+        return [f"{name} bytes {low}-{int(str(high)) - 1}" for name, low, high in self.segments]
