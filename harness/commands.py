@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from mirrorlab.proxy.errors import MirrorlabError
 from .backends import Handle
 from .faults import FaultControl
 from .lab import Lab, LabState, alive
-from .scenario import load_scenario
+from .scenario import FALLBACK_MODES, Scenario, load_scenario
 
 DEFAULT_WORKDIR = "lab"
 
@@ -33,10 +34,15 @@ def _usage(state: LabState) -> list[str]:
     return lines
 
 
+def _with_fallback(scenario: Scenario, mode: str | None) -> Scenario:
+    """`--fallback` on the command line overrides the scenario's own mode."""
+    return dataclasses.replace(scenario, fallback=mode) if mode else scenario
+
+
 def _cmd_lab(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir)
     if args.action == "up":
-        scenario = load_scenario(args.scenario)
+        scenario = _with_fallback(load_scenario(args.scenario), args.fallback)
         try:
             state = Lab(scenario, workdir, args.backend).up()
         except RuntimeError as error:
@@ -94,7 +100,7 @@ def _handle_state(handle: Handle) -> str:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    scenario = load_scenario(args.scenario)
+    scenario = _with_fallback(load_scenario(args.scenario), args.fallback)
     try:
         results, _ = run_demo(scenario, Path(args.workdir), backend=args.backend,
                               keep=args.keep)
@@ -133,6 +139,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="images: build the registry and proxy images for compose.yaml")
     p.add_argument("scenario", nargs="?", help="scenario file (default: the built-in one)")
     p.add_argument("--workdir", default=DEFAULT_WORKDIR, help="lab directory (default: ./lab)")
+    p.add_argument("--fallback", choices=FALLBACK_MODES, default=None,
+                   help="the proxy's fallback mode (default: the scenario's, else sticky)")
     p.add_argument("--backend", choices=("auto", "process", "container"), default="auto",
                    help="how registries run (auto: containers when podman can run them)")
     p.set_defaults(func=_cmd_lab)
@@ -142,6 +150,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
                             "while mirrors die, and write a report.")
     p.add_argument("--scenario", metavar="FILE", help="another scenario file")
     p.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    p.add_argument("--fallback", choices=FALLBACK_MODES, default=None,
+                   help="the proxy's fallback mode (default: the scenario's, else sticky)")
     p.add_argument("--workdir", default=DEFAULT_WORKDIR)
     p.add_argument("--backend", choices=("auto", "process", "container"), default="auto")
     p.set_defaults(func=_cmd_demo)

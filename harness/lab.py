@@ -246,7 +246,8 @@ class Lab:
         state.proxy_port = free_port()
         command = [sys.executable, "-m", "mirrorlab.cli", "serve", "--root",
                    str(self.workdir / "node"), "--listen", f"127.0.0.1:{state.proxy_port}",
-                   "--offline-names", "--strict", "--connect-timeout", "2",
+                   "--offline-names", "--fallback", self.scenario.fallback,
+                   "--connect-timeout", "2",
                    "--read-timeout", "5", "--auth-file", str(self.workdir / "auth.json")]
         for registry in state.registries:
             command += ["--resolve", f"{registry.name}=127.0.0.1:{registry.front_port}"]

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from mirrorlab.proxy.errors import PARSER_FAILURES, ConfigError, parser_failure, yaml_error
+from mirrorlab.proxy.fallback import FallbackMode
 from mirrorlab.proxy.reference import InvalidReference, parse_docker_reference
 
 from .faults import FAULT_KINDS, Fault
@@ -88,12 +89,17 @@ class Scenario:
     crs: str
     steps: tuple[Step, ...]
     path: str = ""
+    fallback: str = "sticky"
+    """The proxy's `--fallback` mode: sticky (a node up to OCP 4.21), blob, resilient."""
 
     def registry(self, name: str) -> RegistrySpec:
         return next(r for r in self.registries if r.name == name)
 
     def image(self, name: str) -> ImageSpec:
         return next(i for i in self.images if i.name == name)
+
+
+FALLBACK_MODES = tuple(str(mode) for mode in FallbackMode)
 
 
 def _mapping(value: Any, where: str, allowed: set[str] | None) -> Mapping[str, Any]:
@@ -133,7 +139,10 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
     except PARSER_FAILURES as error:
         raise ConfigError(f"{path}: invalid YAML: {parser_failure(error)}") from None
     top = _mapping(raw, path, {"name", "description", "cas", "images", "registries",
-                               "config", "steps"})
+                               "config", "steps", "fallback"})
+    fallback = str(top.get("fallback", "sticky"))
+    if fallback not in FALLBACK_MODES:
+        raise ConfigError(f"{path}: fallback: one of {', '.join(FALLBACK_MODES)}")
     cas = []
     for name, spec in _mapping(top.get("cas"), f"{path}: cas", None).items():
         spec = _mapping(spec, f"{path}: cas.{name}", {"trust"})
@@ -221,7 +230,7 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
             stop=step.get("stop"), fault=fault))
     return Scenario(str(top.get("name") or Path(path).stem), str(top.get("description") or ""),
                     tuple(cas), tuple(images.values()), tuple(registries), config["crs"],
-                    tuple(steps), path)
+                    tuple(steps), path, fallback)
 
 
 def load_scenario(path: str | None) -> Scenario:

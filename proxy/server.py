@@ -240,11 +240,6 @@ class Proxy:
         except web.HTTPException as error:  # aiohttp's own 404/405: counted, then raised
             self.metrics.requests.labels(kind, str(error.status)).inc()
             raise
-        except ClientGone:
-            self.metrics.client_aborts.labels(kind).inc()
-            log.info(json.dumps({"event": "client_gone", "request": request[REQUEST_ID],
-                                 "kind": kind, "path": request.path}))
-            raise
         except Exception as error:  # a bug: a 500 and one log line, never a failover
             log.error(json.dumps({"event": "bug", "request": request[REQUEST_ID],
                                   "kind": kind, "error": f"{type(error).__name__}: {error}"}))
@@ -422,21 +417,28 @@ class Proxy:
                             suspects=self.suspects, size=found.size,
                             home=home.source_name if home else None)
         loop: AttemptLoop[None] = self._loop(request, "blob", home is not None)
+        started = time.monotonic()
         try:
-            started = time.monotonic()
             await loop.run(found.candidates, blob.attempt, found.walk)
             served = loop.attempts[-1] if loop.served_by is not None else None
             response = await blob.finish(served.rescued if served else ())
-            if len(blob.segments) > 1:
-                log.info(json.dumps({"event": "served", "request": request[REQUEST_ID],
-                                     "digest": digest, "sources": blob.contributors(),
-                                     "ms": round((time.monotonic() - started) * 1000, 2)}))
-            if response is None:
-                return failure_response(loop.attempts, self.fallback.message(
-                    loop.attempts, referenced=home is not None), "BLOB_UNKNOWN")
-            return response
+        except ClientGone:  # the transfer ends here; no source is blamed
+            self.metrics.client_aborts.labels("blob").inc()
+            log.info(json.dumps({"event": "client_gone", "request": request[REQUEST_ID],
+                                 "digest": digest, "at": blob.received}))
+            if request.transport is not None:
+                request.transport.abort()
+            return blob.response or web.Response(status=499)
         finally:
             blob.release()
+        if len(blob.segments) > 1:
+            log.info(json.dumps({"event": "served", "request": request[REQUEST_ID],
+                                 "digest": digest, "sources": blob.contributors(),
+                                 "ms": round((time.monotonic() - started) * 1000, 2)}))
+        if response is None:
+            return failure_response(loop.attempts, self.fallback.message(
+                loop.attempts, referenced=home is not None), "BLOB_UNKNOWN")
+        return response
 
 
 def _bad_request_filter(record: logging.LogRecord) -> bool:

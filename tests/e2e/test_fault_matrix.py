@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -60,10 +61,16 @@ steps: []
 """
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
-    workdir = tmp_path_factory.mktemp("matrix")
-    state = Lab(parse_scenario(SCENARIO, "matrix.yaml"), workdir, "process").up()
+MODES = ["sticky", "blob", "resilient"]
+
+
+@pytest.fixture(scope="module", params=MODES)
+def lab(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
+    """One lab per fallback mode (the proxy's mode is the scenario's)."""
+    workdir = tmp_path_factory.mktemp(f"matrix-{request.param}")
+    scenario = parse_scenario(SCENARIO + f"fallback: {request.param}\n", "matrix.yaml")
+    state = Lab(scenario, workdir, "process").up()
     try:
         yield state
     finally:
@@ -90,10 +97,12 @@ CASES = {
     "reset": Case(Fault("reset", path="/blobs/", after=1_000_000), False, True),
     "truncate": Case(Fault("truncate", path="/blobs/", after=1_000_000), False, True),
     "slow": Case(Fault("slow", path="/blobs/", rate=8 * 1024 * 1024), False, False),
-    # Last: the proxy remembers which source served wrong bytes for a blob and skips it
-    # from then on, which later cases on the same lab would otherwise see.
+    # Last: the proxy remembers which source served wrong bytes for a blob and tries it
+    # last from then on, which later cases on the same lab would otherwise see.
     "corrupt": Case(Fault("corrupt", path="/blobs/", after=3_000_000), False, True,
                     retry=True),
+    "corrupt-last-byte": Case(Fault("corrupt", path="/blobs/", after=6291455), False, True,
+                              retry=True),
 }
 
 
@@ -128,7 +137,10 @@ def _blob(lab: LabState, path: str, digest: str) -> tuple[bool, str]:
 @pytest.mark.parametrize("position", range(3), ids=["first-mirror", "later-mirror", "source"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_fault_matrix(lab: LabState, name: str, position: int, by: str) -> None:
+    """In the node modes a blob fault after the manifest was served fails the pull (the
+    cuts come before 1 MiB, so not even the same source resumes); resilient moves on."""
     case = CASES[name]
+    mode = _mode(lab)
     controls = {r.name: FaultControl(r.control_port) for r in lab.registries}
     for earlier in CHAIN[:position]:
         controls[earlier].set(Fault("refuse"))
@@ -154,6 +166,9 @@ def test_fault_matrix(lab: LabState, name: str, position: int, by: str) -> None:
         if case.retry and not ok:
             ok, source = _blob(lab, large, layers[-1])
         blob_from = position + 1 if case.blob_moves else position
+        if mode != "resilient" and blob_from > manifest_from:
+            assert not ok, f"{name} at {CHAIN[position]}: a node fails this pull ({mode})"
+            return
         if blob_from == len(CHAIN):
             assert not ok, "a wrong or partial blob must never complete"
             return
@@ -162,6 +177,47 @@ def test_fault_matrix(lab: LabState, name: str, position: int, by: str) -> None:
     finally:
         for control in controls.values():
             control.set(Fault())
+
+
+def _mode(lab: LabState) -> str:
+    text = Path(lab.workdir, "logs/proxy.log").read_text()
+    listening = next(json.loads(line) for line in text.splitlines()
+                     if '"listening"' in line)
+    return str(listening["fallback"])
+
+
+def test_client_abort_blames_no_source(lab: LabState) -> None:
+    """A client that goes away mid-blob: no attempt is recorded against the source, no
+    other source is asked, and the abort has a metric of its own."""
+    import socket
+
+    digest = lab.digests["app"]
+    _, _, body = _get(f"127.0.0.1:{lab.proxy_port}",
+                      f"/v2/source.example.com/ns/app/manifests/{digest}")
+    large = json.loads(body)["layers"][-1]["digest"]
+    log = Path(lab.workdir, "logs/proxy.log")
+    offset = log.stat().st_size
+    controls = {r.name: FaultControl(r.control_port) for r in lab.registries}
+    controls[CHAIN[0]].set(Fault("slow", path="/blobs/", rate=2 * 1024 * 1024))
+    try:
+        with socket.create_connection(("127.0.0.1", lab.proxy_port), timeout=10) as client:
+            client.sendall(f"GET /v2/source.example.com/ns/app/blobs/{large} HTTP/1.1\r\n"
+                           f"Host: x\r\n\r\n".encode())
+            client.recv(65536)
+        deadline = time.monotonic() + 15
+        events: list[dict[str, object]] = []
+        while not any(e.get("event") == "client_gone" for e in events):
+            assert time.monotonic() < deadline, events
+            time.sleep(0.2)
+            with open(log, "rb") as handle:
+                handle.seek(offset)
+                events = [json.loads(line) for line in handle.read().splitlines()]
+    finally:
+        controls[CHAIN[0]].set(Fault())
+    attempts = [e for e in events if e.get("event") == "attempt"]
+    assert attempts == [], attempts
+    status, _, metrics = _get(f"127.0.0.1:{lab.proxy_port}", "/metrics")
+    assert 'mirrorlab_client_aborts_total{kind="blob"} 1.0' in metrics.decode()
 
 
 def test_matrix_lab_is_clean(lab: LabState) -> None:
