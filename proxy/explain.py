@@ -18,6 +18,7 @@ from .plan import PullSource, resolve_sources
 from .policy import Policy, PolicyDecision, evaluate_policy, load_policy
 from .reference import ImageReference, InvalidReference, parse_docker_reference
 from .registries_conf import RegistriesConf, Registry, load_registries_conf
+from .spelling import Bypass, bypasses, relevant
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class Explanation:
     registry: Registry | None = None
     sources: tuple[SourceReport, ...] = ()
     error: str | None = None
+    warnings: tuple[Bypass, ...] = ()
+    """Blocked or restricted scopes governing this reference that a spelling escapes."""
 
     def to_json(self) -> dict[str, Any]:
         result: dict[str, Any] = {
@@ -95,6 +98,7 @@ class Explanation:
                 "origin": self.registry.origin,
             },
             "sources": [source.to_json() for source in self.sources],
+            "warnings": [warning.to_json() for warning in self.warnings],
         }
         if self.error is not None:
             result["error"] = self.error
@@ -118,12 +122,13 @@ def explain(config: NodeConfig, text: str) -> Explanation:
     except InvalidReference as error:
         return Explanation(text, error=f'invalid reference "{text}": {error}')
     decision = evaluate_policy(config.policy, ref)
+    warnings = relevant(bypasses(config.registries, config.policy), str(ref))
     try:
         plan = resolve_sources(config.registries, ref)
     except ConfigError as error:
-        return Explanation(text, ref, decision, error=str(error))
+        return Explanation(text, ref, decision, error=str(error), warnings=warnings)
     reports = tuple(_source_report(config, source) for source in plan.sources)
-    return Explanation(text, ref, decision, plan.registry, reports)
+    return Explanation(text, ref, decision, plan.registry, reports, warnings=warnings)
 
 
 def _source_line(index: int, report: SourceReport) -> list[str]:
@@ -171,6 +176,7 @@ def format_text(explanation: Explanation) -> str:
             "global default" if decision.scope == "default" else f"docker scope {decision.scope!r}"
         )
         lines.append(f"  policy: {verdict} by {scope}: {decision.reason}")
+    lines.extend(f"  warning: {warning.message}" for warning in explanation.warnings)
     if explanation.error is not None:
         lines.append(f"  error: {explanation.error}")
         lines.append("  no source is contacted: the pull fails before any network request")

@@ -221,15 +221,21 @@ def load_policy(path: str) -> Policy:
 
 def policy_scopes(ref: ImageReference) -> list[str]:
     """The docker scope keys tried for `ref`, most specific first, ending with `""`."""
-    scopes = [ref.name + ref.identity] if ref.identity else []
-    name = ref.name
+    return name_scopes(ref.name, ref.identity)
+
+
+def name_scopes(name: str, identity: str = "") -> list[str]:
+    """The docker scope keys tried for the repository `name` (`host[:port]/path`, or a
+    host alone) with `identity` (`:tag`, `@digest` or nothing): compared as text."""
+    scopes = [name + identity] if identity else []
+    domain = name.split("/", 1)[0]
     while True:
         scopes.append(name)
         slash = name.rfind("/")
         if slash == -1:
             break
         name = name[:slash]
-    host = ref.domain.split(":", 1)[0]
+    host = domain.split(":", 1)[0]
     labels = host.split(".")
     scopes.extend("*." + ".".join(labels[i:]) for i in range(1, len(labels)))
     scopes.append("")
@@ -248,6 +254,16 @@ def _verdict(ref: ImageReference, requirements: tuple[Requirement, ...]) -> tupl
         if requirement.type == "signedBaseLayer":
             return False, "signedBaseLayer is not implemented"
     return True, "insecureAcceptAnything"
+
+
+def requirements_for(policy: Policy, scopes: list[str]) -> tuple[str, tuple[Requirement, ...]]:
+    """The scope that decides among `scopes` (most specific first), or `default`, and its
+    requirement list."""
+    found = policy.transports.get(TRANSPORT) or {}
+    for scope in scopes:
+        if scope in found:
+            return scope, found[scope]
+    return "default", policy.default
 
 
 def evaluate_policy(policy: Policy, ref: ImageReference) -> PolicyDecision:

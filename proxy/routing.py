@@ -13,9 +13,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .reference import ImageReference, is_valid_domain, parse_docker_reference
+from .reference import ImageReference, InvalidReference, is_valid_domain, parse_docker_reference
 
 _PORT_ALIAS = re.compile(r"(?P<host>.+)_(?P<port>[0-9]+)")
+_UPPER = re.compile(r"[A-Z]")
 DOCKER_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io")
 
 
@@ -51,11 +52,21 @@ def _as_registry(component: str) -> str | None:
 
 
 def route(name: str, ns: str | None = None, default_registry: str = "docker.io") -> Route:
-    """Split the `<name>` of `/v2/<name>/...` into registry and repository."""
+    """Split the `<name>` of `/v2/<name>/...` into registry and repository.
+
+    Repository names in the distribution API are lowercase, and so, here, is the registry
+    they name (path, `host_port` or `?ns=`): containers/image matches registries.conf
+    prefixes and policy scopes as text, so `BLOCKED.example.org` would escape an entry for
+    `blocked.example.org` while DNS reaches the same host. Refused as a registry does:
+    InvalidReference, which the server answers with NAME_INVALID."""
+    if _UPPER.search(name):
+        raise InvalidReference(f"invalid repository name {name!r}: it must be lowercase")
     if ns:
         registry = "docker.io" if ns in DOCKER_HUB_ALIASES else ns
         if not is_valid_domain(registry):
             raise ValueError(f"ns={ns!r} is not a registry host")
+        if _UPPER.search(registry):
+            raise InvalidReference(f"ns={ns!r}: a registry must be named in lowercase")
         return Route(registry, name, "ns")
     first, slash, rest = name.partition("/")
     host = _as_registry(first)
