@@ -116,8 +116,11 @@ def choose_backend(requested: str, workdir: Path) -> tuple[str, str, Podman | No
 class Lab:
     """`Lab(scenario, workdir).up()`; later `Lab.down(workdir)` from any process."""
 
-    def __init__(self, scenario: Scenario, workdir: Path, backend: str = "auto") -> None:
+    def __init__(self, scenario: Scenario, workdir: Path, backend: str = "auto",
+                 proxy_args: tuple[str, ...] = ()) -> None:
         self.scenario = scenario
+        self.proxy_args = proxy_args
+        """More `mirrorlab serve` arguments (a test turns the cool-down off with them)."""
         self.workdir = workdir.resolve()
         self.requested_backend = backend
 
@@ -248,7 +251,8 @@ class Lab:
                    str(self.workdir / "node"), "--listen", f"127.0.0.1:{state.proxy_port}",
                    "--offline-names", "--fallback", self.scenario.fallback,
                    "--connect-timeout", "2",
-                   "--read-timeout", "5", "--auth-file", str(self.workdir / "auth.json")]
+                   "--read-timeout", "5", "--auth-file", str(self.workdir / "auth.json"),
+                   *self.proxy_args]
         for registry in state.registries:
             command += ["--resolve", f"{registry.name}=127.0.0.1:{registry.front_port}"]
             if registry.token_port:

@@ -99,7 +99,19 @@ class SuspectBlobs:
         return self._until.get((name, digest), 0.0) > time.monotonic()
 
     def order(self, steps: list[Step], digest: str) -> list[Step]:
-        return sorted(steps, key=lambda s: self.suspect(s.source_name, digest))
+        """Unsuspected sources first, in plan order; then the suspects, the one suspected
+        longest ago first (it may have been repaired since)."""
+        now = time.monotonic()
+
+        def key(step: Step) -> tuple[bool, float]:
+            until = self._until.get((step.source_name, digest), 0.0)
+            return (until > now, until)
+
+        return sorted(steps, key=key)
+
+    def cleared(self, name: str, digest: str) -> None:
+        """The source just served the blob intact: no longer a suspect for it."""
+        self._until.pop((name, digest), None)
 
     def clear(self) -> None:
         self._until.clear()
@@ -308,6 +320,8 @@ class BlobTransfer:
                        f"{self.total} bytes")
         actual = f"{self.algorithm}:{self.hasher.hexdigest()}"
         if actual == self.digest:
+            if len(self.segments) == 1:
+                self.suspects.cleared(step.source_name, self.digest)
             return
         senders = [str(name) for name, _, _ in self.segments]
         self.suspects.add(senders, self.digest)

@@ -126,8 +126,8 @@ class Planner:
         except ShortNameError as error:
             return Refusal(404, "NAME_UNKNOWN", str(error))
         except (InvalidReference, ValueError, MirrorlabError) as error:
-            code = "DIGEST_INVALID" if "digest" in str(error) else "NAME_INVALID"
-            return Refusal(400, code, str(error))
+            # The handlers validated the tag or digest: what is left is the name.
+            return Refusal(400, "NAME_INVALID", str(error))
         steps: list[Step] = []
         refusal: Refusal | None = None
         for logical in candidates:
