@@ -1,5 +1,7 @@
 """A mirror that holds an image's manifest but lost one layer, pulled directly and through
-the proxy in each fallback mode: the same registries.conf, the same real registries.
+the proxy in each fallback mode: the same registries.conf, the same real registries. The
+node modes are each checked against the real code they model: `sticky` against Debian's
+skopeo 1.9.3, `blob` against the current library's `copy.Image` (the Go oracle).
 
 The layer is lost for real: its link is removed from the mirror's repository, so the
 distribution registry answers `404 BLOB_UNKNOWN` for it. skopeo 1.9.3 (containers/image
@@ -20,7 +22,10 @@ import pytest
 from mirrorlab.harness.images import Image, RegistryClient, make_image
 from mirrorlab.harness.registry import RegistryProcess
 
+from ..go_oracle import GoOracle, go_oracle
 from .lab import ProxyProcess
+
+__all__ = ["go_oracle"]  # the fixture, imported for the test below
 
 
 @dataclass
@@ -128,3 +133,23 @@ def test_partial_mirror_through_the_proxy(partial: Partial, tmp_path: Path, mode
         assert served.get("rescued", []) == rescued
     finally:
         proxy.stop()
+
+
+@pytest.mark.differential
+@pytest.mark.parametrize("by", ["digest", "tag"])
+def test_current_library_falls_back_as_blob_mode(partial: Partial, tmp_path: Path,
+                                                 go_oracle: GoOracle, by: str) -> None:
+    """go.podman.io/image/v5 with PR #845 (the oracle's pinned version has it) copies the
+    image from the partial mirror, the lost layer from the next one: as `blob` mode."""
+    conf, policy = tmp_path / "registries.conf", tmp_path / "policy.json"
+    conf.write_text(partial.conf)
+    policy.write_text('{"default": [{"type": "insecureAcceptAnything"}]}')
+    suffix = f"@{partial.image.digest}" if by == "digest" else ":v1"
+    answer = go_oracle.copy(f"quay.io/ns/app{suffix}", str(tmp_path / "out"),
+                            registries_conf=str(conf), policy=str(policy), timeout=60)
+    assert answer["copied"], answer
+    assert answer["manifest_digest"] == partial.image.digest
+    manifest = json.loads((tmp_path / "out/manifest.json").read_bytes())
+    assert [layer["digest"] for layer in manifest["layers"]] == [
+        layer.digest for layer in partial.image.layers]
+    assert EXPECTED["blob"][0] is True
