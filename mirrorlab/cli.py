@@ -57,7 +57,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     config = NodeConfig.load(node_files(args))
     status = 0
     for index, text in enumerate(args.references):
-        result = explain(config, text)
+        result = explain(config, text, FallbackMode(args.fallback))
         if args.json:
             print(format_json(result), flush=True)
         else:
@@ -154,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_node_files(p)
     p.add_argument("--json", action="store_true", help="one JSON object per reference per line")
+    p.add_argument("--fallback", choices=[str(m) for m in FallbackMode],
+                   default=str(FallbackMode.STICKY),
+                   help="the mode to mark as selected where a failed blob is explained "
+                   "(default: %(default)s, as serve and check)")
     p.add_argument("references", nargs="+", metavar="REFERENCE")
     p.set_defaults(func=_cmd_explain)
 

@@ -7,12 +7,14 @@ for looking at certs.d directories, which is what a real client does per source 
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import dataclass
 from typing import Any
 
 from .authfile import AuthFile, Credentials, find_credentials, load_auth_files
 from .certsd import CertFiles, CertsDirSettings, certs_dir_for, read_certs_dir
 from .errors import ConfigError
+from .fallback import FallbackMode, on_blob_failure
 from .paths import NodeFiles
 from .plan import PullSource, resolve_sources
 from .policy import Policy, PolicyDecision, evaluate_policy, load_policy
@@ -82,6 +84,22 @@ class Explanation:
     error: str | None = None
     warnings: tuple[Bypass, ...] = ()
     """Blocked or restricted scopes governing this reference that a spelling escapes."""
+    fallback: FallbackMode = FallbackMode.STICKY
+    """The mode asked for (`--fallback`): the one `serve` and `check` would apply."""
+
+    def blob_failures(self) -> list[dict[str, str]]:
+        """Per source: what each mode does when a blob fails there after the source served
+        the manifest (nothing for a blocked source: it serves nothing)."""
+        names = [str(r.source.reference) for r in self.sources if not r.source.blocked]
+        stories: list[dict[str, str]] = []
+        for report in self.sources:
+            if report.source.blocked:
+                stories.append({})
+                continue
+            index = names.index(str(report.source.reference))
+            stories.append({str(mode): on_blob_failure(mode, names, index)
+                            for mode in FallbackMode})
+        return stories
 
     def to_json(self) -> dict[str, Any]:
         result: dict[str, Any] = {
@@ -97,7 +115,9 @@ class Explanation:
                 "location": self.registry.location,
                 "origin": self.registry.origin,
             },
-            "sources": [source.to_json() for source in self.sources],
+            "fallback": str(self.fallback),
+            "sources": [{**source.to_json(), "on_blob_failure": story} for source, story
+                        in zip(self.sources, self.blob_failures(), strict=True)],
             "warnings": [warning.to_json() for warning in self.warnings],
         }
         if self.error is not None:
@@ -115,7 +135,8 @@ def _source_report(config: NodeConfig, source: PullSource) -> SourceReport:
     return SourceReport(source, certs, certs_error, credentials)
 
 
-def explain(config: NodeConfig, text: str) -> Explanation:
+def explain(config: NodeConfig, text: str,
+            fallback: FallbackMode = FallbackMode.STICKY) -> Explanation:
     """Normalize `text`, decide policy on it, and list every source in order."""
     try:
         ref = parse_docker_reference(text)
@@ -128,7 +149,8 @@ def explain(config: NodeConfig, text: str) -> Explanation:
     except ConfigError as error:
         return Explanation(text, ref, decision, error=str(error), warnings=warnings)
     reports = tuple(_source_report(config, source) for source in plan.sources)
-    return Explanation(text, ref, decision, plan.registry, reports, warnings=warnings)
+    return Explanation(text, ref, decision, plan.registry, reports, warnings=warnings,
+                       fallback=fallback)
 
 
 def _source_line(index: int, report: SourceReport) -> list[str]:
@@ -142,7 +164,7 @@ def _source_line(index: int, report: SourceReport) -> list[str]:
         tags.append(f"BLOCKED by [[registry]] {src.blocked_by!r}: fails without contact")
     if src.connect_host != src.host:
         tags.append(f"dials {src.connect_host}")
-    lines = [f"  {index}. {src.reference}  ({'; '.join(tags)})"]
+    lines = _wrap(f"  {index}. {src.reference}  ({'; '.join(tags)})", "       ")
     certs = report.certs
     if report.certs_error:
         lines.append(f"       certs.d: {certs.directory if certs else '?'}: {report.certs_error}")
@@ -163,6 +185,12 @@ def _source_line(index: int, report: SourceReport) -> list[str]:
     return lines
 
 
+def _wrap(line: str, indent: str, width: int = 80) -> list[str]:
+    """A long line as lines of a terminal's 80 columns (references are never broken)."""
+    return textwrap.wrap(line, width, subsequent_indent=indent, break_long_words=False,
+                         break_on_hyphens=False) or [line]
+
+
 def format_text(explanation: Explanation) -> str:
     """A human-readable report; stable enough to diff between two configurations."""
     ref = explanation.reference
@@ -176,7 +204,8 @@ def format_text(explanation: Explanation) -> str:
             "global default" if decision.scope == "default" else f"docker scope {decision.scope!r}"
         )
         lines.append(f"  policy: {verdict} by {scope}: {decision.reason}")
-    lines.extend(f"  warning: {warning.message}" for warning in explanation.warnings)
+    for warning in explanation.warnings:
+        lines.extend(_wrap(f"  warning: {warning.message}", "    "))
     if explanation.error is not None:
         lines.append(f"  error: {explanation.error}")
         lines.append("  no source is contacted: the pull fails before any network request")
@@ -185,13 +214,20 @@ def format_text(explanation: Explanation) -> str:
     if registry is None:
         lines.append("  registries.conf: no [[registry]] matches; the reference is used as is")
     else:
-        lines.append(
+        lines.extend(_wrap(
             f"  registries.conf: [[registry]] prefix {registry.prefix!r} -> location "
-            f"{registry.location!r} ({registry.origin})"
-        )
+            f"{registry.location!r} ({registry.origin})", "    "))
     lines.append("  sources, in the order they are tried:")
-    for index, report in enumerate(explanation.sources, start=1):
+    stories = explanation.blob_failures()
+    for index, (report, story) in enumerate(zip(explanation.sources, stories, strict=True),
+                                            start=1):
         lines.extend(_source_line(index, report))
+        if story:
+            chosen = str(explanation.fallback)
+            lines.append("       if a blob fails here:")
+            for mode, text in story.items():
+                label = f"{mode} (selected)" if mode == chosen else mode
+                lines.extend(_wrap(f"         {label}: {text}", "           "))
     return "\n".join(lines)
 
 

@@ -135,3 +135,20 @@ class Fallback:
             return ()
         return tuple(str(mode) for mode in NODE_MODES
                      if not Fallback(mode).serves(attempts, kind=kind, referenced=referenced))
+
+
+def on_blob_failure(mode: FallbackMode, names: Sequence[str], index: int) -> str:
+    """What a pull does when a blob fails at `names[index]`, the source that served its
+    manifest (`names`: the usable sources of the plan, in order), in words."""
+    later = list(names[index + 1:])
+    others = [n for i, n in enumerate(names) if i != index]
+    if mode is FallbackMode.STICKY:
+        return "the pull fails"
+    if mode is FallbackMode.BLOB:
+        if not later:
+            return "the pull fails (no later source)"
+        return (f"5xx, timeout, BLOB_UNKNOWN or TOOMANYREQUESTS: tries {', '.join(later)}; "
+                "anything else fails the pull")
+    if not others:
+        return "the pull fails (no other source)"
+    return f"any failure: tries {', '.join(others)} (beyond every node)"

@@ -264,7 +264,7 @@ class Proxy:
 
     async def handle_explain(self, request: web.Request) -> web.Response:
         ref = request.query.get("ref", "")
-        return web.json_response(explain(self.config, ref).to_json())
+        return web.json_response(explain(self.config, ref, self.fallback.mode).to_json())
 
     async def handle_unsupported(self, request: web.Request) -> web.Response:
         return oci_error(405, "UNSUPPORTED", f"{request.method} {request.path}: mirrorlab is a "
