@@ -34,6 +34,8 @@ class AttemptRecord:
     detail: str
     ms: float
     fallback: bool
+    rescued: tuple[str, ...] = ()
+    """Node modes that fail this request (resilient mode rescued it)."""
 
 
 @dataclass
@@ -55,6 +57,12 @@ class StepResult:
     @property
     def passed(self) -> bool:
         return not self.failures
+
+    @property
+    def rescued(self) -> list[str]:
+        """The node modes that fail this pull where resilient mode served it."""
+        found = {mode for a in self.attempts for mode in a.rescued}
+        return [mode for mode in ("sticky", "blob") if mode in found]
 
 
 def _expand(text: str, digests: dict[str, str]) -> str:
@@ -86,7 +94,8 @@ class Player:
                     records.append(AttemptRecord(event["kind"], event["logical"],
                                                  event["source"], event["outcome"],
                                                  event["detail"], event["ms"],
-                                                 event["fallback"]))
+                                                 event["fallback"],
+                                                 tuple(event.get("rescued", ()))))
                 elif event.get("event") == "denied":
                     records.append(AttemptRecord(event.get("kind", "manifest"),
                                                  event["logical"], "(policy.json)", "denied",
@@ -164,6 +173,8 @@ def _table(results: list[StepResult], total: int) -> Table:
         tried = ", ".join(f"{a.source.split('/', 1)[0]}:{a.outcome}"
                           for a in result.attempts if a.kind == "manifest")
         check = "[green]as expected" if result.passed else "[red]" + "; ".join(result.failures)
+        if result.rescued:
+            check += f" [red](a node in {' or '.join(result.rescued)} mode fails here)"
         served = result.served_by or ("[red]refused" if not result.ok else "")
         table.add_row(str(result.number), result.title, served, f"{result.seconds:.2f}s",
                       tried, check)

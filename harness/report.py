@@ -29,6 +29,8 @@ def _markdown(scenario: Scenario, state: LabState, results: list[StepResult]) ->
             continue
         outcome = "pulled" if r.ok else "refused"
         check = "as expected" if r.passed else "**" + "; ".join(r.failures) + "**"
+        if r.rescued:
+            check += f"; **a node in {' or '.join(r.rescued)} mode fails here**"
         lines.append(f"| {r.number} | {r.title} | {outcome} | {r.served_by or '-'} | "
                      f"{r.seconds:.2f}s | {check} |")
     for r in results:
@@ -40,6 +42,8 @@ def _markdown(scenario: Scenario, state: LabState, results: list[StepResult]) ->
         lines += ["| request | source | outcome | ms | why |", "| --- | --- | --- | --- | --- |"]
         for a in r.attempts:
             extra = " (mirrorlab fallback)" if a.fallback else ""
+            if a.rescued:
+                extra += f"; a node in {' or '.join(a.rescued)} mode fails here"
             lines.append(f"| {a.kind} {a.logical.rsplit('@', 1)[-1][:19]} | {a.source} | "
                          f"{a.outcome}{extra} | {a.ms:.1f} | {a.detail.replace('|', '/')} |")
         contacted = ", ".join(f"{k}: {v}" for k, v in sorted(r.contacted.items())) or "none"
@@ -63,6 +67,9 @@ def _html(scenario: Scenario, state: LabState, results: list[StepResult]) -> str
             "</span>" for a in r.attempts if a.kind == "manifest")
         check = ("as expected" if r.passed else
                  '<b class="bad">' + e("; ".join(r.failures)) + "</b>")
+        if r.rescued:
+            check += ('<br><b class="bad">' + e(f"a node in {' or '.join(r.rescued)} mode "
+                                                 "fails here") + "</b>")
         rows.append(f"<tr><td>{r.number}</td><td>{e(r.title)}<br><code>{e(r.ref)}</code></td>"
                     f"<td>{e(r.served_by or ('refused' if not r.ok else '-'))}<br>"
                     f"{r.seconds:.2f}s</td><td><div class=\"timeline\">{bars}</div>"
