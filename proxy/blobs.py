@@ -237,6 +237,8 @@ class BlobTransfer:
             skip = self._check_length(upstream)
             if method == "HEAD" or self.range_error:
                 return
+            if self.partial is not None and self.response is None and upstream.status == 206:
+                self.response = await self._prepare(step, self.partial)
             if self.partial is None and self.response is None and self.buffer is None:
                 await self._begin(step)
                 if self.range_error:
@@ -356,19 +358,26 @@ class BlobTransfer:
             self.buffer = bytearray(self.total)
             self.reserved = self.total
             return
+        if window and window != (0, self.total - 1):
+            self.partial = window  # answered once the source answered the range itself
+            return
+        start, end = window if window else (0, self.total - 1)
+        self.response = await self._prepare(step, window)
+        self.writer = _HeldBackWriter(self.response, start, end)
+
+    async def _prepare(self, step: Step, window: tuple[int, int] | None
+                       ) -> web.StreamResponse:
+        assert self.total is not None
         headers = self._headers(step)
         start, end = window if window else (0, self.total - 1)
         if window:
             headers["Content-Range"] = f"bytes {start}-{end}/{self.total}"
-            if window != (0, self.total - 1):
-                headers[VERIFIED_HEADER] = "no: a range cannot be checked against the digest"
-                self.partial = window
+        if self.partial is not None:
+            headers[VERIFIED_HEADER] = "no: a range cannot be checked against the digest"
         response = web.StreamResponse(status=206 if window else 200, headers=headers)
         response.content_length = end - start + 1
         await response.prepare(self.request)
-        self.response = response
-        if self.partial is None:
-            self.writer = _HeldBackWriter(response, start, end)
+        return response
 
     def release(self) -> None:
         """Give back this request's share of the buffering budget."""

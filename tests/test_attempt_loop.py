@@ -72,19 +72,23 @@ def _registry(blob: bytes, script: Script) -> web.Application:
             body = json.dumps({"errors": [{"code": script.code, "message": "scripted"}]}) \
                 if script.code else "scripted"
             return web.Response(status=script.status, text=body)
-        start = 0
+        start, end = 0, None
         if request.headers.get("Range", "").startswith("bytes="):
-            start = int(request.headers["Range"][6:].split("-")[0])
+            first, _, last = request.headers["Range"][6:].partition("-")
+            start, end = int(first), int(last) if last else None
             if start >= len(data):
                 return web.Response(status=416)
         if scripted and script.fault == "short":
             data = data[: script.at]
         if scripted and script.fault in ("flip", "flip-cut"):
             data = data[: script.at] + bytes([data[script.at] ^ 1]) + data[script.at + 1:]
-        response = web.StreamResponse(status=206 if start else 200)
+        if end is not None:
+            data = data[: end + 1]
+        ranged = bool(start) or end is not None
+        response = web.StreamResponse(status=206 if ranged else 200)
         response.content_length = len(data) - start
-        if start:
-            response.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        if ranged:
+            response.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(blob)}"
         await response.prepare(request)
         payload = data[start:]
         if not scripted or script.fault not in ("cut", "flip-cut") or start:
@@ -116,7 +120,7 @@ class Outcome:
 
 
 async def _pull(tmp_path: Path, mode: str, blob: bytes, scripts: list[Script],
-                caplog: pytest.LogCaptureFixture) -> Outcome:
+                caplog: pytest.LogCaptureFixture, headers: dict[str, str]) -> Outcome:
     servers = [TestServer(_registry(blob, script)) for script in scripts]
     for server in servers:
         await server.start_server()
@@ -141,7 +145,8 @@ async def _pull(tmp_path: Path, mode: str, blob: bytes, scripts: list[Script],
             assert manifest.headers["X-Mirrorlab-Source"].startswith("m1.test/")
             caplog.clear()
             try:
-                response = await client.get(f"/v2/src.test/ns/app/blobs/{_digest(blob)}")
+                response = await client.get(f"/v2/src.test/ns/app/blobs/{_digest(blob)}",
+                                            headers=headers)
                 body = await response.read()
                 status, source = response.status, response.headers.get("X-Mirrorlab-Source", "")
             except Exception:  # the proxy cut the connection: the client completes nothing
@@ -154,13 +159,17 @@ async def _pull(tmp_path: Path, mode: str, blob: bytes, scripts: list[Script],
             await server.close()
 
 
+Run = Callable[..., Outcome]
+
+
 @pytest.fixture
-def run(tmp_path: Path, caplog: pytest.LogCaptureFixture
-        ) -> Callable[[str, bytes, list[Script]], Outcome]:
+def run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Run:
+    """`run(mode, blob, [m1, m2, src scripts], headers={...})`: manifest, then the blob."""
     caplog.set_level("INFO", logger="mirrorlab.proxy")
 
-    def pull(mode: str, blob: bytes, scripts: list[Script]) -> Outcome:
-        return asyncio.run(_pull(tmp_path, mode, blob, scripts, caplog))
+    def pull(mode: str, blob: bytes, scripts: list[Script],
+             headers: dict[str, str] | None = None) -> Outcome:
+        return asyncio.run(_pull(tmp_path, mode, blob, scripts, caplog, headers or {}))
 
     return pull
 
@@ -191,7 +200,7 @@ ROWS = [
 @pytest.mark.parametrize("mode", ["sticky", "blob", "resilient"])
 @pytest.mark.parametrize(("blob", "m1", "expected"), [r[1:] for r in ROWS],
                          ids=[r[0] for r in ROWS])
-def test_a_failing_blob_per_mode(run: Callable[[str, bytes, list[Script]], Outcome],
+def test_a_failing_blob_per_mode(run: Run,
                                  mode: str, blob: bytes, m1: Script,
                                  expected: dict[str, int | str]) -> None:
     want = expected[mode]
@@ -214,7 +223,7 @@ def test_a_failing_blob_per_mode(run: Callable[[str, bytes, list[Script]], Outco
 
 
 def test_a_cut_large_blob_resumes_at_the_same_source_after_1_mib(
-        run: Callable[[str, bytes, list[Script]], Outcome]) -> None:
+        run: Run) -> None:
     """`docker/body_reader.go`: enough progress, so a node resumes at the same source."""
     m1 = Script("cut", at=2_000_000)
     found = run("sticky", LARGE, [m1, Script(), Script()])
@@ -225,7 +234,7 @@ def test_a_cut_large_blob_resumes_at_the_same_source_after_1_mib(
 
 
 def test_a_corrupt_large_blob_asks_no_impossible_range(
-        run: Callable[[str, bytes, list[Script]], Outcome]) -> None:
+        run: Run) -> None:
     """Issue 11, item 6: a mismatch at the end of a streamed blob is cut; no other source is
     asked for `bytes=<size>-`, and nothing counts against a healthy host."""
     m2, src = Script(), Script()
@@ -237,7 +246,7 @@ def test_a_corrupt_large_blob_asks_no_impossible_range(
 
 
 def test_flip_then_cut_blames_every_sender(
-        run: Callable[[str, bytes, list[Script]], Outcome]) -> None:
+        run: Run) -> None:
     """Issue 11, item 7: m1 flips a byte and cuts; m2 resumes; the mismatch names both
     (not m2 alone), so both become suspects rather than m2 for ever."""
     found = run("resilient", LARGE, [Script("flip-cut", at=3_000_000), Script(), Script()])
@@ -249,10 +258,42 @@ def test_flip_then_cut_blames_every_sender(
 
 
 def test_a_short_first_source_leaves_the_size_to_the_descriptor(
-        run: Callable[[str, bytes, list[Script]], Outcome]) -> None:
+        run: Run) -> None:
     """Issue 11, item 8: m1 sends a shorter blob with a matching Content-Length; its size
     is not kept, and m2 serves the whole blob (it was refused as 'longer than' before)."""
     found = run("resilient", LARGE, [Script("short", at=1_000_000), Script(), Script()])
     assert found.status == 200 and found.body == LARGE
     outcomes = [e["outcome"] for e in found.events if e.get("event") == "attempt"]
     assert outcomes == ["bad_response", "served"]
+
+
+def test_a_resumed_blob_names_every_source_that_sent_bytes(run: Run) -> None:
+    """Issue 11: the stream's headers went out naming the first source; the log's `served`
+    line names each source and the bytes it contributed."""
+    found = run("resilient", LARGE, [Script("cut", at=500_000), Script(), Script()])
+    assert found.status == 200 and found.body == LARGE
+    served = [e for e in found.events if e.get("event") == "served"]
+    assert served and served[0]["sources"] == [
+        "m1.test/ns/app bytes 0-500000", f"m2.test/ns/app bytes 500001-{len(LARGE) - 1}"]
+
+
+@pytest.mark.parametrize(("header", "window"), [("bytes=0-0", (0, 0)),
+                                                ("bytes=100-199", (100, 199)),
+                                                ("bytes=-10", (len(LARGE) - 10, len(LARGE) - 1))])
+def test_a_range_of_a_large_blob_is_passed_through(run: Run, header: str,
+                                                   window: tuple[int, int]) -> None:
+    """Issue 11: `Range: bytes=0-0` of a large blob no longer downloads the whole blob;
+    the range is asked of the source, and the answer says it is not verified."""
+    m1 = Script()
+    found = run("sticky", LARGE, [m1, Script(), Script()], {"Range": header})
+    assert found.status == 206
+    assert found.body == LARGE[window[0]: window[1] + 1]
+    assert m1.blob_requests[-1] == f"bytes={window[0]}-{window[1]}"
+    assert "" not in m1.blob_requests[1:], m1.blob_requests  # never the whole blob
+
+
+def test_a_range_of_a_small_blob_is_verified(run: Run) -> None:
+    m1 = Script()
+    found = run("sticky", SMALL, [m1, Script(), Script()], {"Range": "bytes=0-0"})
+    assert found.status == 206 and found.body == SMALL[:1]
+    assert m1.blob_requests[-1] == ""  # read whole, checked, then the window sent
