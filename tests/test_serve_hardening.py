@@ -157,3 +157,49 @@ def test_malformed_requests_log_one_line_without_their_bytes(tmp_path: Path) -> 
     bad = [json.loads(line) for line in text.splitlines() if '"bad_request"' in line]
     assert bad, text  # the bad header line at least (aiohttp may answer a bad method quietly)
     assert all(set(event) == {"event", "status", "error"} for event in bad), bad
+
+
+def test_an_unmapped_exception_is_a_500_not_a_failover(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A programming error while trying a source is no reason to try the next one: the
+    request answers 500 with one `bug` log line, and no second source is asked."""
+    from mirrorlab.proxy.upstream import Upstreams
+
+    asked: list[str] = []
+
+    async def broken(self: Upstreams, source: object, accept: list[str]) -> object:
+        asked.append(str(source))
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(Upstreams, "manifest", broken)
+
+    async def run() -> tuple[int, dict[str, object]]:
+        proxy = Proxy(ServeOptions(files=_files(tmp_path), reload_interval=0,
+                                   resolve=ResolveTable(offline=True)))
+        async with TestClient(TestServer(proxy.app())) as client:
+            response = await client.get("/v2/quay.io/ns/app/manifests/v1")
+            return response.status, await response.json()
+
+    status, body = asyncio.run(run())
+    assert status == 500
+    assert "mirrorlab bug: ZeroDivisionError" in json.dumps(body)
+    assert len(asked) == 1  # the mirror only; quay.io was never tried
+
+
+def test_the_wheel_installs_one_mirrorlab_namespace(tmp_path: Path) -> None:
+    """`pip install .` puts `mirrorlab` (and its dist-info) in site-packages, nothing else:
+    no top-level `proxy`, `harness` or `certs` to clash with other distributions."""
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path), str(root)], check=True, capture_output=True,
+                   cwd=tmp_path)
+    (wheel,) = tmp_path.glob("mirrorlab-*.whl")
+    tops = {name.split("/", 1)[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"mirrorlab"}, tops
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "mirrorlab/proxy/server.py" in names and "mirrorlab/harness/lab.py" in names
+    assert "mirrorlab/harness/scenarios/seed-failover.yaml" in names
