@@ -1,8 +1,12 @@
 """`mirrorlab bench`: mirrorlab against its baselines, measured in one run on loopback.
 
-- a large incompressible blob: direct from the registry, through mirrorlab, and through the
-  distribution registry's own pull-through proxy (the same binary with `proxy.remoteurl`),
-  cold and warm;
+- a large incompressible blob: direct from the registry, through the verifying relay (the
+  project's own C program, `relay.c`, built here with gcc and OpenSSL: recv into a 1 MiB
+  buffer, SHA-256, send, the digest checked at the end; the least any verifying proxy must
+  do), through mirrorlab and through nginx as a plain relay, alternated rep by rep; then
+  through the distribution registry's own pull-through proxy (the same binary with
+  `proxy.remoteurl`) and through nginx as a caching reverse proxy (`proxy_cache`,
+  `sendfile on`), each cold and warm;
 - manifest latency (p50, p99) for GET and HEAD, by tag and by digest: direct vs mirrorlab;
 - the CPU seconds per GB each process spends (origin, proxy, client) and from them the
   ceiling this machine puts on any proxy that verifies SHA-256 (see `bench_report`);
@@ -13,10 +17,11 @@
   each time);
 - failover cost: what a pull pays when the first mirror refuses connections or accepts and
   hangs (bounded by the read timeout), for the first pull and, with the cool-down on, later;
-  measured on a proxy of its own with a short read timeout, while every other figure comes
-  from a proxy on `mirrorlab serve`'s defaults.
+  measured on a proxy of its own in resilient mode (the one with a cool-down) with a short
+  read timeout, while every other figure comes from a proxy on `mirrorlab serve`'s defaults.
 
-Every figure is reported beside its baseline and as a ratio, never as an absolute target.
+Every figure is reported beside its baseline and as a ratio; the targets of issue 15 are
+ratios to those baselines (see `bench_report.TARGETS`), each marked met or missed.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,11 +41,11 @@ from typing import Any
 
 import aiohttp
 
-from .bench_report import ceiling, ratios, write_results
+from .bench_report import ceiling, ratios, targets, write_results
 from .clients import PodmanClient
 from .faults import Fault, FaultProxy
 from .images import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, Blob, RegistryClient, make_image
-from .net import free_port, wait_for_http
+from .net import free_port, wait_for_http, wait_for_port
 from .registry import RegistryProcess
 from .scenario import load_scenario
 
@@ -59,22 +65,52 @@ async def _fetch(session: aiohttp.ClientSession, url: str, method: str = "GET",
         return response.status, received
 
 
-async def _throughput(url: str, size: int, reps: int,
-                      pids: dict[str, int]) -> dict[str, Any]:
-    """Median MB/s of `reps` downloads, and the CPU each process in `pids` spent per GB."""
-    timings = []
+async def _download(session: aiohttp.ClientSession, url: str, size: int) -> float:
+    """Seconds to download `url`, which must be `size` bytes."""
+    started = time.perf_counter()
+    status, received = await _fetch(session, url)
+    elapsed = time.perf_counter() - started
+    if status != 200 or received != size:
+        raise RuntimeError(f"{url}: status {status}, {received} of {size} bytes")
+    return elapsed
+
+
+def _figures(timings: list[float], size: int, spent: dict[str, float]) -> dict[str, Any]:
+    median = statistics.median(timings)
+    total = size * len(timings) / 1e9
+    return {"seconds": [round(t, 4) for t in timings], "median_s": round(median, 4),
+            "mb_per_s": round(size / median / 1e6, 1),
+            "cpu_s_per_gb": {name: round(seconds / total, 3) for name, seconds in spent.items()}}
+
+
+async def _throughput(urls: list[str], size: int, pids: dict[str, int]) -> dict[str, Any]:
+    """Median MB/s of downloading each of `urls` in turn on one kept-alive session, and the
+    CPU each process in `pids` spent per GB."""
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         with _CpuMeter(pids) as cpu:
-            for _ in range(reps):
-                started = time.perf_counter()
-                status, received = await _fetch(session, url)
-                elapsed = time.perf_counter() - started
-                if status != 200 or received != size:
-                    raise RuntimeError(f"{url}: status {status}, {received} of {size} bytes")
-                timings.append(elapsed)
-    median = statistics.median(timings)
-    return {"seconds": [round(t, 4) for t in timings], "median_s": round(median, 4),
-            "mb_per_s": round(size / median / 1e6, 1), "cpu_s_per_gb": cpu.per_gb(size * reps)}
+            timings = [await _download(session, url, size) for url in urls]
+    return _figures(timings, size, cpu.spent)
+
+
+async def _alternated(cases: dict[str, tuple[str, dict[str, int]]], size: int,
+                      reps: int) -> dict[str, dict[str, Any]]:
+    """Each case's URL downloaded `reps` times, the cases taking turns rep by rep (a noisy
+    moment of the machine falls on all of them), each on its own kept-alive session; the CPU
+    of each case's processes is counted only while that case downloads."""
+    timings: dict[str, list[float]] = {name: [] for name in cases}
+    spent = {name: dict.fromkeys([*pids, "client"], 0.0) for name, (_, pids) in cases.items()}
+    sessions = {name: aiohttp.ClientSession(auto_decompress=False) for name in cases}
+    try:
+        for _ in range(reps):
+            for name, (url, pids) in cases.items():
+                with _CpuMeter(pids) as cpu:
+                    timings[name].append(await _download(sessions[name], url, size))
+                for process, seconds in cpu.spent.items():
+                    spent[name][process] += seconds
+    finally:
+        for session in sessions.values():
+            await session.close()
+    return {name: _figures(timings[name], size, spent[name]) for name in cases}
 
 
 async def _latency(url: str, method: str, accept: str, count: int) -> dict[str, float]:
@@ -226,7 +262,7 @@ async def _failover(base: str, digest: str, fronts: dict[str, FaultProxy],
                 raise RuntimeError(f"failover pull: status {status}")
             return (time.perf_counter() - started) * 1000
 
-    figures: dict[str, Any] = {"read_timeout_s": READ_TIMEOUT}
+    figures: dict[str, Any] = {"read_timeout_s": READ_TIMEOUT, "fallback": "resilient"}
     for name, fault in (("refused", Fault("refuse")),
                         ("hung", Fault("hang", path="/manifests/"))):
         url = f"{base}/quay.io/failover-{name}/app/manifests/{digest}"
@@ -285,6 +321,120 @@ def _start_proxy(workdir: Path, name: str, registries_conf: str,
     return proxy, port
 
 
+RELAY_SOURCE = Path(__file__).with_name("relay.c")
+
+
+def build_relay(workdir: Path) -> Path:
+    """The verifying relay, compiled from `relay.c` into workdir (gcc, OpenSSL's libcrypto)."""
+    compiler = shutil.which("gcc")
+    if compiler is None:
+        raise RuntimeError("the bench builds its verifying relay with gcc: run `make setup` "
+                           "(Debian packages gcc and libssl-dev)")
+    binary = workdir / "relay"
+    built = subprocess.run([compiler, "-O2", "-Wall", "-o", str(binary), str(RELAY_SOURCE),
+                            "-lcrypto"], capture_output=True, text=True, check=False)
+    if built.returncode != 0:
+        raise RuntimeError(f"building the verifying relay failed (gcc and libssl-dev: run "
+                           f"`make setup`): {built.stderr.strip()[-600:]}")
+    return binary
+
+
+def _start_listener(argv: list[str], port: int, log_path: Path,
+                    what: str) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
+    try:
+        wait_for_port("127.0.0.1", port, process, what=what)
+    except BaseException:
+        process.terminate()
+        process.wait(timeout=10)
+        raise
+    return process
+
+
+def start_relay(binary: Path, upstream: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """The relay on a free loopback port in front of `upstream` (host:port); its log is
+    workdir/relay.log."""
+    host, upstream_port = upstream.rsplit(":", 1)
+    port = free_port()
+    process = _start_listener([str(binary), str(port), host, upstream_port], port,
+                              workdir / "relay.log", "the verifying relay")
+    return process, port
+
+
+NGINX_CONF = """\
+# mirrorlab bench: Debian's nginx in front of the origin registry, one process (no master,
+# no workers: its CPU is that of one pid, like mirrorlab's one event loop).
+daemon off;
+master_process off;
+pid nginx.pid;
+error_log error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log access.log;
+    sendfile on;
+    tcp_nopush on;
+    client_body_temp_path tmp/body;
+    proxy_temp_path tmp/proxy;
+    fastcgi_temp_path tmp/fastcgi;
+    uwsgi_temp_path tmp/uwsgi;
+    scgi_temp_path tmp/scgi;
+    proxy_cache_path cache levels=1:2 keys_zone=blobs:10m max_size=20g inactive=1h
+                     use_temp_path=off;
+    upstream origin {{ server {origin}; keepalive 16; }}
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_buffers 8 256k;
+    proxy_buffer_size 64k;
+    proxy_busy_buffers_size 512k;
+    # A plain relay: buffered in memory only (2 MiB), never spooled to a temporary file.
+    server {{
+        listen 127.0.0.1:{relay_port};
+        location / {{ proxy_pass http://origin; proxy_max_temp_file_size 0; }}
+    }}
+    # A caching reverse proxy: a miss streams to the client while it is written to the
+    # cache; a hit is sent from the file with sendfile. The query string is part of the key,
+    # so that every cold rep is a miss.
+    server {{
+        listen 127.0.0.1:{cache_port};
+        location / {{
+            proxy_pass http://origin;
+            proxy_cache blobs;
+            proxy_cache_key $uri$is_args$args;
+            proxy_cache_valid 200 1h;
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx(upstream: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int, int]:
+    """Debian's nginx with its own prefix and configuration under workdir/nginx: the process,
+    the plain relay's port and the caching proxy's port."""
+    binary = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+    if binary is None:
+        raise RuntimeError("the bench compares with nginx: run `make setup` (Debian package "
+                           "nginx)")
+    prefix = workdir / "nginx"
+    if prefix.exists():
+        shutil.rmtree(prefix)  # a cold cache
+    (prefix / "tmp").mkdir(parents=True)
+    relay_port, cache_port = free_port(), free_port()
+    (prefix / "nginx.conf").write_text(NGINX_CONF.format(origin=upstream, relay_port=relay_port,
+                                                         cache_port=cache_port))
+    process = _start_listener(
+        [binary, "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"),
+         "-e", str(prefix / "error.log")], relay_port, prefix / "stderr.log", "nginx")
+    try:
+        wait_for_port("127.0.0.1", cache_port, process, what="nginx")
+    except BaseException:
+        process.terminate()
+        process.wait(timeout=10)
+        raise
+    return process, relay_port, cache_port
+
+
 def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps: int = 3,
               requests: int = 200, out: Path = Path("bench")) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -298,11 +448,15 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
     origin = RegistryProcess(workdir, "origin")
     pull_through: RegistryProcess | None = None
     proxy: subprocess.Popen[bytes] | None = None
+    relay: subprocess.Popen[bytes] | None = None
+    nginx: subprocess.Popen[bytes] | None = None
     failover_proxy: subprocess.Popen[bytes] | None = None
     fronts: dict[str, FaultProxy] = {}
     results: dict[str, Any] = {"blob_mib": size_mib, "large_blob_mib": large_mib, "reps": reps,
                                "requests": requests, "cores": len(os.sched_getaffinity(0)),
                                "sha256_mb_per_s": _sha256_mb_per_s()}
+    for stale in (workdir / "origin" / "data", workdir / "pull-through" / "data"):
+        shutil.rmtree(stale, ignore_errors=True)  # an earlier run's blobs: no use, GBs
     try:
         origin.start()
         client = RegistryClient(origin.url)
@@ -333,8 +487,10 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
                               f'[[registry.mirror]]\nlocation = "{fronts[name].address}/bench"\n'
                               f'insecure = true\n[[registry.mirror]]\n'
                               f'location = "{origin.address}/bench"\ninsecure = true\n')
+        # The cool-down is resilient mode's (sticky and blob, as a node, pay on every pull).
         failover_proxy, failover_port = _start_proxy(workdir, "failover", failover_conf,
-                                                     "--read-timeout", str(READ_TIMEOUT))
+                                                     "--read-timeout", str(READ_TIMEOUT),
+                                                     "--fallback", "resilient")
         pull_through = RegistryProcess(workdir, "pull-through", proxy_remote=origin.url)
         pull_through.start()
         assert origin.pid is not None and pull_through.pid is not None
@@ -346,24 +502,41 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
         served_by_proxy = {"origin": origin.pid, "proxy": proxy.pid}
         served_through = {"origin": origin.pid, "pull_through": pull_through.pid}
 
+        relay, relay_port = start_relay(build_relay(workdir), origin.address, workdir)
+        nginx, nginx_relay_port, nginx_cache_port = start_nginx(origin.address, workdir)
+        relayed = f"http://127.0.0.1:{relay_port}/v2/bench/app"
+        nginx_relayed = f"http://127.0.0.1:{nginx_relay_port}/v2/bench/app"
+        cached = f"http://127.0.0.1:{nginx_cache_port}/v2/bench/app"
+        served_by_relay = {"origin": origin.pid, "relay": relay.pid}
+        served_by_nginx = {"origin": origin.pid, "nginx": nginx.pid}
+
         async def measure() -> None:
             assert proxy is not None
-            blob_figures = results["blob"] = {}
-            blob_figures["direct"] = await _throughput(f"{direct}/blobs/{layer}", size, reps,
-                                                       served_by_origin)
             with _PeakRss(proxy.pid) as rss:
-                blob_figures["mirrorlab"] = await _throughput(
-                    f"{mirrored}/blobs/{layer}", size, reps, served_by_proxy)
+                blob_figures = results["blob"] = await _alternated(
+                    {"direct": (f"{direct}/blobs/{layer}", served_by_origin),
+                     "relay": (f"{relayed}/blobs/{layer}", served_by_relay),
+                     "mirrorlab": (f"{mirrored}/blobs/{layer}", served_by_proxy),
+                     "nginx_relay": (f"{nginx_relayed}/blobs/{layer}", served_by_nginx)},
+                    size, reps)
             with _PeakRss(proxy.pid) as large_rss:
-                await _throughput(f"{mirrored}/blobs/{large_layer}", large_size, 1,
+                await _throughput([f"{mirrored}/blobs/{large_layer}"], large_size,
                                   served_by_proxy)
             results["proxy_peak_rss_mib"] = round(rss.peak_kib / 1024, 1)
             results["proxy_peak_rss_large_mib"] = round(large_rss.peak_kib / 1024, 1)
             blob_figures["pull_through_cold"] = await _throughput(
-                f"{through}/blobs/{layer}", size, 1, served_through)
+                [f"{through}/blobs/{layer}"], size, served_through)
             await asyncio.sleep(2)  # distribution commits its copy in the background
             blob_figures["pull_through_warm"] = await _throughput(
-                f"{through}/blobs/{layer}", size, reps, served_through)
+                [f"{through}/blobs/{layer}"] * reps, size, served_through)
+            # nginx: every cold rep its own cache key (the query string, which the registry
+            # ignores); the warm reps after one unmeasured fill.
+            blob_figures["nginx_cache_cold"] = await _throughput(
+                [f"{cached}/blobs/{layer}?cold={rep}" for rep in range(reps)], size,
+                served_by_nginx)
+            await _throughput([f"{cached}/blobs/{layer}"], size, served_by_nginx)
+            blob_figures["nginx_cache_warm"] = await _throughput(
+                [f"{cached}/blobs/{layer}"] * reps, size, served_by_nginx)
             results["failover"] = await _failover(f"http://127.0.0.1:{failover_port}/v2", digest,
                                                   fronts)
             results["concurrent"] = {
@@ -392,7 +565,7 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
     finally:
         for front in fronts.values():
             front.stop()
-        for process in (failover_proxy, proxy):
+        for process in (failover_proxy, proxy, relay, nginx):
             if process is not None:
                 process.terminate()
                 process.wait(timeout=10)
@@ -401,5 +574,6 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
                 registry.stop()
     results["ratios"] = ratios(results)
     results["ceiling"] = ceiling(results)
+    results["targets"] = targets(results)
     write_results(results, out)
     return results

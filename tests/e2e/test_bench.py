@@ -1,12 +1,21 @@
-"""`mirrorlab bench` runs end to end on a small blob and writes comparable results.
+"""`mirrorlab bench` runs end to end on a small blob and writes comparable results; its
+verifying relay passes an intact blob and cuts a wrong or short one.
 (Speed is measured by `make bench`, not asserted by tests.)"""
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from mirrorlab.harness.bench import run_bench
+import pytest
+
+from mirrorlab.harness.bench import build_relay, run_bench, start_relay
+from mirrorlab.harness.bench_report import BLOB_PATHS
 
 
 def test_bench_writes_results_beside_their_baselines(tmp_path: Path) -> None:
@@ -14,19 +23,102 @@ def test_bench_writes_results_beside_their_baselines(tmp_path: Path) -> None:
                         out=tmp_path / "out")
     saved = json.loads((tmp_path / "out/results.json").read_text())
     assert saved == results
-    assert set(results["blob"]) == {"direct", "mirrorlab", "pull_through_cold",
-                                    "pull_through_warm"}
+    assert set(results["blob"]) == set(BLOB_PATHS)
     assert all(case["mb_per_s"] > 0 for case in results["blob"].values())
     assert set(results["manifest"]) == {f"{m} by {k}" for m in ("GET", "HEAD")
                                         for k in ("tag", "digest")}
     assert 0 < results["proxy_peak_rss_mib"] < 1024
     assert 0 < results["proxy_peak_rss_large_mib"] < 1024
     assert set(results["blob"]["mirrorlab"]["cpu_s_per_gb"]) == {"origin", "proxy", "client"}
+    assert set(results["blob"]["relay"]["cpu_s_per_gb"]) == {"origin", "relay", "client"}
+    assert set(results["blob"]["nginx_cache_warm"]["cpu_s_per_gb"]) == {"origin", "nginx",
+                                                                        "client"}
     assert results["ceiling"]["hash_only_proxy_bound_vs_direct"] > 0
     assert (tmp_path / "out/results.png").read_bytes().startswith(b"\x89PNG")
     assert results["ratios"]["mirrorlab_vs_direct_throughput"] > 0
-    assert "| mirrorlab |" in (tmp_path / "out/results.md").read_text()
+    assert results["ratios"]["mirrorlab_vs_relay_throughput"] > 0
+    # Every target of issue 15 is reported, met or missed.
+    assert len(results["targets"]) == 9
+    assert all(isinstance(target["met"], bool) for target in results["targets"])
+    report = (tmp_path / "out/results.md").read_text()
+    assert "| mirrorlab |" in report and "| verifying relay (C) |" in report
+    assert "| nginx cache warm |" in report
+    assert sum(line.endswith(("| met |", "| MISSED |")) for line in report.splitlines()) == 9
+    # nginx served the warm reps from its cache, not from the origin.
+    assert list((tmp_path / "work/nginx/cache").rglob("*"))
     assert all(results["podman"][name]["median_s"] > 0 for name in ("direct", "mirrorlab"))
     # Behaviour, not speed: a hung first mirror is waited out once, then skipped.
     hung = results["failover"]["hung"]["first_pulls_extra_ms"]
     assert hung[0] > 1000 > hung[1], hung
+
+
+BODY = bytes(range(256)) * (12 * 1024)  # 3 MiB: more than the relay's 1 MiB buffer
+DIGEST = "sha256:" + hashlib.sha256(BODY).hexdigest()
+
+
+class _Origin(BaseHTTPRequestHandler):
+    """Serves BODY under any digest; `/short/` announces BODY's length but ends early."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(BODY)))
+        self.end_headers()
+        if "/short/" in self.path:
+            self.wfile.write(BODY[: len(BODY) // 2])
+            self.close_connection = True
+        else:
+            self.wfile.write(BODY)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def relay_port(tmp_path: Path) -> Iterator[int]:
+    origin = ThreadingHTTPServer(("127.0.0.1", 0), _Origin)
+    threading.Thread(target=origin.serve_forever, daemon=True).start()
+    relay, port = start_relay(build_relay(tmp_path), f"127.0.0.1:{origin.server_port}",
+                              tmp_path)
+    try:
+        yield port
+    finally:
+        relay.terminate()
+        relay.wait(timeout=10)
+        origin.shutdown()
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_relay_passes_an_intact_blob_on_one_connection(relay_port: int) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", relay_port, timeout=10)
+    try:
+        for _ in range(2):  # kept alive on both sides
+            connection.request("GET", f"/v2/bench/app/blobs/{DIGEST}")
+            response = connection.getresponse()
+            assert response.status == 200
+            assert response.getheader("Docker-Content-Digest") == DIGEST
+            assert response.read() == BODY
+    finally:
+        connection.close()
+    assert _get(relay_port, "/v2/bench/app/manifests/v1")[0] == 404
+    assert _get(relay_port, "/v2/bench/app/blobs/sha256:nothex")[0] == 404
+
+
+@pytest.mark.parametrize("path", [f"/v2/bench/app/blobs/sha256:{'0' * 64}",
+                                  f"/v2/short/app/blobs/{DIGEST}"],
+                         ids=["wrong digest", "cut upstream"])
+def test_relay_cuts_a_wrong_or_short_blob(relay_port: int, path: str) -> None:
+    """The client never completes it: the connection is reset before the last piece."""
+    with pytest.raises((http.client.IncompleteRead, ConnectionResetError)):
+        _get(relay_port, path)
+    assert _get(relay_port, f"/v2/bench/app/blobs/{DIGEST}") == (200, BODY)
