@@ -47,7 +47,7 @@ from .faults import Fault, FaultProxy
 from .images import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, Blob, RegistryClient, make_image
 from .net import free_port, wait_for_http, wait_for_port
 from .registry import RegistryProcess
-from .scenario import load_scenario
+from .scenario import BUILTIN, load_scenario
 
 CHUNK = 1024 * 1024
 
@@ -471,7 +471,10 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
         del large
         many = make_image("bench-many", (LAYER_SIZE,) * MANY_LAYERS)
         client.push_image("bench/many", many, "v1")
-        demo = load_scenario(None).image(DEMO_IMAGE)  # what `make demo` pulls
+        # What `make demo` pulls; by its path (the built-in lookup by package name fails
+        # outside the source tree).
+        demo = load_scenario(str(Path(__file__).with_name("scenarios") / f"{BUILTIN}.yaml")
+                             ).image(DEMO_IMAGE)
         client.push_image("bench/podman", make_image(demo.seed, demo.layers), "v1")
         (workdir / "policy.json").write_text('{"default":[{"type":"insecureAcceptAnything"}]}')
         # Throughput, latency, memory and podman: one proxy on `mirrorlab serve`'s defaults.
