@@ -330,7 +330,7 @@ def build_relay(workdir: Path) -> Path:
     if compiler is None:
         raise RuntimeError("the bench builds its verifying relay with gcc: run `make setup` "
                            "(Debian packages gcc and libssl-dev)")
-    binary = workdir / "relay"
+    binary = (workdir / "relay").resolve()
     built = subprocess.run([compiler, "-O2", "-Wall", "-o", str(binary), str(RELAY_SOURCE),
                             "-lcrypto"], capture_output=True, text=True, check=False)
     if built.returncode != 0:
@@ -346,6 +346,10 @@ def _start_listener(argv: list[str], port: int, log_path: Path,
                                    stdin=subprocess.DEVNULL)
     try:
         wait_for_port("127.0.0.1", port, process, what=what)
+    except RuntimeError as error:
+        process.terminate()
+        process.wait(timeout=10)
+        raise RuntimeError(f"{error}{log_path.read_text(errors='replace')[-600:]}") from None
     except BaseException:
         process.terminate()
         process.wait(timeout=10)
@@ -416,7 +420,7 @@ def start_nginx(upstream: str, workdir: Path) -> tuple[subprocess.Popen[bytes], 
     if binary is None:
         raise RuntimeError("the bench compares with nginx: run `make setup` (Debian package "
                            "nginx)")
-    prefix = workdir / "nginx"
+    prefix = (workdir / "nginx").resolve()
     if prefix.exists():
         shutil.rmtree(prefix)  # a cold cache
     (prefix / "tmp").mkdir(parents=True)
