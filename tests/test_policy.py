@@ -84,13 +84,15 @@ DECISIONS = [
     # (policy, allowed, reason fragment)
     (json.dumps({"default": ACCEPT}), True, "insecureAcceptAnything"),
     (json.dumps({"default": [*ACCEPT, {"type": "reject"}]}), False, "rejected by policy"),
-    (_signed(), False, "signedBy requires signature verification"),
-    (_signed(signedIdentity={"type": "matchRepository"}), False, "signedBy"),
+    # without signatures (evaluate_policy fetches none), as IsRunningImageAllowed answers
+    # for an unsigned image; mirrorlab.proxy.signatures evaluates them with signatures
+    (_signed(), False, "A signature was required, but no signature exists"),
+    (_signed(signedIdentity={"type": "matchRepository"}), False, "no signature exists"),
     (json.dumps({"default": [{"type": "sigstoreSigned", "keyData": "QUJD"}]}), False,
-     "sigstoreSigned requires signature verification"),
+     "A signature was required, but no signature exists"),
     (json.dumps({"default": [{"type": "signedBaseLayer",
                               "baseLayerIdentity": {"type": "matchExact"}}]}), False,
-     "not implemented"),
+     "signedBaseLayer not implemented yet!"),
 ]
 
 
@@ -121,7 +123,10 @@ INVALID = [
     (_signed(signedIdentity={"type": "exactReference", "dockerReference": "quay.io/a"}),
      "must contain a tag or digest"),
     (_signed(signedIdentity={"type": "matchSomething"}), "Unknown policy reference match type"),
-    ('{"default": [{"type": "sigstoreSigned", "fulcio": {}}]}', "requires a rekor public key"),
+    ('{"default": [{"type": "sigstoreSigned", "fulcio": {}}]}',
+     "At least one of caPath and caData must be specified"),
+    ('{"default": [{"type": "sigstoreSigned", "fulcio": {"caData": "QUJD", "oidcIssuer": "i",'
+     ' "subjectEmail": "e"}}]}', "must be specified if fulcio is used"),
     ('[{"type": "reject"}]', "not a JSON object"),
     ('{"default": [{"type": "reject"}], "transports": {"docker": {"a": [{"type": "reject"}],'
      ' "a": [{"type": "reject"}]}}}', 'Duplicate key "a"'),
