@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from mirrorlab.harness.commands import add_commands as add_lab_commands
+from mirrorlab.proxy.check_command import add_check_command
 from mirrorlab.proxy.errors import MirrorlabError
 from mirrorlab.proxy.explain import NodeConfig, explain, format_json, format_text
 from mirrorlab.proxy.fallback import FallbackMode
@@ -209,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the same as --fallback sticky (node-faithful; kept for old scripts)")
     p.set_defaults(func=_cmd_serve)
 
+    add_check_command(commands, _add_node_files, node_files)
     add_openshift_commands(commands)
     add_lab_commands(commands)
     return parser
