@@ -2,6 +2,8 @@
 
 The oracle links the real containers/image (`go.podman.io/image/v5`) and the operator's
 runtime-utils; it reads one JSON request per line and answers one JSON object per line.
+`verify` serves an image and its signatures from a loopback registry of the oracle's own
+and answers IsRunningImageAllowed's verdict and reason.
 `GoOracle` starts it once and keeps it open; the session fixture `go_oracle` fails (never
 skips) when the binary is missing or older than its sources, and prints the pinned module
 versions in the test output.
@@ -9,6 +11,7 @@ versions in the test output.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -92,6 +95,34 @@ class GoOracle:
         return self.request("copy", source=source, dest_dir=dest_dir,
                             registries_conf_path=registries_conf, policy_path=policy,
                             certs_dir=certs_dir, auth_file=auth_file, timeout_seconds=timeout)
+
+    def verify(self, policy: str, reference: str, manifest: bytes, *,
+               media_type: str = "application/vnd.oci.image.manifest.v1+json",
+               simple: Sequence[bytes] = (),
+               sigstore: Sequence[dict[str, Any]] | None = None,
+               attachments: bool = True) -> dict[str, Any]:
+        """`IsRunningImageAllowed` on `docker://reference` served by the oracle's own
+        loopback registry: the manifest, the simple-signing blobs in its lookaside store,
+        the sigstore layers (`media_type`, `payload` bytes, `annotations`) as the
+        `sha256-<hex>.sig` attachment (None: no attachment). Answers `parse_error`,
+        `reference_error`, `source_error`, or `allowed`, `reason`, `policy_error` (the
+        reason is a PolicyRequirementError) and `requests` (what the library fetched)."""
+        layers = None if sigstore is None else [
+            {"media_type": layer.get("media_type",
+                                     "application/vnd.dev.cosign.simplesigning.v1+json"),
+             "payload_b64": base64.b64encode(layer["payload"]).decode(),
+             "annotations": dict(layer.get("annotations", {}))}
+            for layer in sigstore]
+        fields: dict[str, Any] = {
+            "verify_policy": policy, "verify_reference": reference,
+            "verify_manifest_b64": base64.b64encode(manifest).decode(),
+            "verify_media_type": media_type,
+            "verify_simple_b64": [base64.b64encode(blob).decode() for blob in simple],
+            "verify_no_attachments": not attachments,
+        }
+        if layers is not None:
+            fields["verify_sigstore"] = layers
+        return self.request("verify", **fields)
 
     def pinned(self) -> str:
         modules = self.versions.get("modules", {})

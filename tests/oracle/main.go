@@ -2,7 +2,7 @@
 //
 // It reads one JSON request per line on stdin and writes one JSON answer per line on
 // stdout, so the Python tests start it once and keep it open. A request is an object with
-// "op" (version, sources, policy, render, copy) and the fields that operation reads; an
+// "op" (version, sources, policy, render, copy, verify) and the fields that operation reads; an
 // answer always has "ok", and "error" (text) when the operation itself failed. An answer
 // describing a refusal of the input (a bad registries.conf, a rejected image) is still
 // ok: true, with the library's message in its own field.
@@ -25,6 +25,7 @@ type request struct {
 	policyRequest
 	renderRequest
 	copyRequest
+	verifyRequest
 }
 
 type answer map[string]any
@@ -52,6 +53,8 @@ func handle(line []byte) (result answer) {
 		out, err = render(&req.renderRequest)
 	case "copy":
 		out, err = copyImage(&req.copyRequest)
+	case "verify":
+		out, err = verify(&req.verifyRequest)
 	default:
 		err = fmt.Errorf("unknown op %q", req.Op)
 	}
