@@ -234,16 +234,7 @@ def go_quote_bytes(data: bytes) -> str:
 
 
 def go_value_string(data: bytes) -> str:
-    """`%#v` of a Go string: a raw string literal when strconv.CanBackquote allows it,
-    else the quoted form."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return go_quote_bytes(data)
-    if all(char != "`" and char != "\ufeff" and (char == "\t" or char.isprintable()
-                                                  or (ord(char) >= 0x80 and char != "\ufffd"))
-           for char in text) and not any(ord(c) < 0x20 and c != "\t" for c in text):
-        return f"`{text}`"
+    """`%#v` of a Go string: strconv.Quote (only `%#q` writes raw string literals)."""
     return go_quote_bytes(data)
 
 
