@@ -114,14 +114,31 @@ class Run:
         self.tally = Tally()
         self._jobs = asyncio.Semaphore(max(1, options.jobs))
         self._printed = 0
+        self._walked = 0
+        self._total = 0
+        self._progress = sys.stderr.isatty() and not options.json
 
     async def walk(self, ref: ImageReference) -> ImageWalk:
         async with self._jobs:
-            return await self.walker.walk(ref)
+            walk = await self.walker.walk(ref)
+        self._walked += 1
+        self._show_progress()
+        return walk
+
+    def _show_progress(self) -> None:
+        """`checked N/M` on the terminal's last line (stderr), redrawn as images finish."""
+        if self._progress and self._total:
+            print(f"\r\033[Kchecked {self._walked}/{self._total}", end="", file=sys.stderr,
+                  flush=True)
+
+    def _clear_progress(self) -> None:
+        if self._progress:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
 
     def report(self, walk: ImageWalk, inputs: Sequence[ImageInput]) -> None:
         verdict = self.judge.judge(walk)
         self.tally.add(verdict)
+        self._clear_progress()
         if self.options.json:
             print(format_json(verdict, inputs, walk), flush=True)
         else:
@@ -129,6 +146,7 @@ class Run:
                 print()
             print(format_text(verdict, inputs, self.options.width), flush=True)
         self._printed += 1
+        self._show_progress()
 
     async def run(self, inputs: list[ImageInput], release: ImageInput | None) -> str | None:
         """Walk and report every image; the error reading the payload, if any."""
@@ -145,16 +163,13 @@ class Run:
             except MirrorlabError as error:
                 payload_error = str(error)
                 groups = deduplicated([release, *inputs])
+        self._total = len(groups)
         tasks = {ref: asyncio.ensure_future(self.walk(ref)) for ref, _ in groups
                  if ref not in done}
         for ref, named in groups:
             walk = done[ref] if ref in done else await tasks[ref]
             self.report(walk, named)
-            if sys.stderr.isatty() and not self.options.json:
-                print(f"\r{self._printed}/{len(groups)} checked", end="", file=sys.stderr,
-                      flush=True)
-        if sys.stderr.isatty() and not self.options.json:
-            print("\r\033[K", end="", file=sys.stderr, flush=True)
+        self._clear_progress()
         return payload_error
 
 

@@ -65,7 +65,8 @@ def _origins(inputs: Sequence[ImageInput]) -> str | None:
     if not named:
         return None
     extra = f" (and {len(named) - 1} more)" if len(named) > 1 else ""
-    return f"{named[0]}{extra}"
+    where = f"named by {named[0]}" if named[0].startswith("--") else f"in {named[0]}"
+    return f"{where}{extra}"
 
 
 def format_text(verdict: Verdict, inputs: Sequence[ImageInput], width: int = 80) -> str:
@@ -73,7 +74,7 @@ def format_text(verdict: Verdict, inputs: Sequence[ImageInput], width: int = 80)
     lines = _wrap(str(verdict.reference), width, f"{verdict.status:<{COLUMN}}", pad)
     origin = _origins(inputs)
     if origin:
-        lines += _wrap(f"in {origin}", width, pad, pad + "  ")
+        lines += _wrap(origin, width, pad, pad + "  ")
     if verdict.served_by:
         served = f"from {verdict.served_by}"
         if verdict.summary:

@@ -274,7 +274,7 @@ class Judge:
             return Verdict(
                 ref, Status.FAILS, None, Cause.TAG_NEEDS_ITMS,
                 f"a tag pull, and every mirror of {scope} is for digest pulls only "
-                f"(ImageDigestMirrorSet, mirror-by-digest-only): {cause}",
+                f"(ImageDigestMirrorSet): {cause}",
                 (f"add an ImageTagMirrorSet for tag pulls of {scope}",
                  f"pull by digest: {ref.name}@sha256:..."))
         if excluded:

@@ -247,7 +247,7 @@ class Walker:
     def __init__(self, config: NodeConfig, upstreams: Upstreams, fallback: Fallback, *,
                  disconnected: bool = False, assume_down: Collection[str] = (),
                  platform: Platform | None = None, verify: bool = False,
-                 blob_jobs: int = 4) -> None:
+                 blob_jobs: int = 16) -> None:
         self.config = config
         self.upstreams = upstreams
         self.fallback = fallback
@@ -260,7 +260,7 @@ class Walker:
         self.mirror_hosts = frozenset(
             mirror.location.split("/", 1)[0]
             for registry in config.registries.registries for mirror in registry.mirrors)
-        self._blob_jobs = asyncio.Semaphore(blob_jobs)
+        self._blob_jobs = asyncio.Semaphore(blob_jobs)  # blob requests at once, whole run
         self._probes: dict[tuple[str, str], asyncio.Future[SourceFailure | None]] = {}
 
     # ------------------------------------------------------------ sources assumed down

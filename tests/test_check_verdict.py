@@ -192,8 +192,7 @@ TOP_CASES = [
     pytest.param(
         DIGEST_ONLY, "quay.io/ns/app:v1", [], False, Cause.TAG_NEEDS_ITMS,
         "a tag pull, and every mirror of quay.io/ns is for digest pulls only "
-        "(ImageDigestMirrorSet, mirror-by-digest-only): no source may be contacted: "
-        "quay.io/ns blocked",
+        "(ImageDigestMirrorSet): no source may be contacted: quay.io/ns blocked",
         ("add an ImageTagMirrorSet for tag pulls of quay.io/ns",
          "pull by digest: quay.io/ns/app@sha256:..."), id="tag-behind-digest-mirrors"),
     pytest.param(
