@@ -105,8 +105,8 @@ class Keyring:
         if not blob:
             return
         _, _, status = _run(self._home, ["--import"], blob)
-        imported = [fields[1].upper() for fields in status
-                    if fields and fields[0] == "IMPORT_OK" and len(fields) > 1]
+        imported = [fields[2].upper() for fields in status  # IMPORT_OK <reason> <fingerprint>
+                    if fields and fields[0] == "IMPORT_OK" and len(fields) > 2]
         if not imported:
             # go-crypto reads the blob as binary packets, then as armor, and reports the
             # binary attempt's error when both fail.
