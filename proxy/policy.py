@@ -276,7 +276,7 @@ def _sigstore_signed(obj: Mapping[str, Any]) -> list[tuple[str, Any]]:
     identity = _signed_identity(obj["signedIdentity"]) if "signedIdentity" in obj else None
     for key in ("keyPaths", "keyDatas", "rekorPublicKeyPaths", "rekorPublicKeyDatas"):
         values = (_opt_strings if key.endswith("Paths") else _opt_bytes_list)(obj, key)
-        if values is not None and not values:
+        if key in obj and not values:  # `null` too: the option is given, with no entries
             raise ConfigError(f'"{key}" contains no entries')
     keys = (_opt_string(obj, "keyPath") != "") + (_opt_strings(obj, "keyPaths") is not None) \
         + (_opt_bytes(obj, "keyData") is not None) \

@@ -732,3 +732,82 @@ def test_identity_matching_is_on_the_logical_reference() -> None:
     assert identity_matches({"type": "remapIdentity", "prefix": "mirror.local",
                              "signedPrefix": "registry.example.com"}, mirror,
                             "registry.example.com/ns/app:v1")
+
+
+# ---------------------------------------------------------------- strict parsing
+
+
+_KEY = b64(b"-----BEGIN PUBLIC KEY-----\nAA==\n-----END PUBLIC KEY-----\n")
+SIGSTORE_OPTIONS: dict[str, list[Any]] = {
+    "keyPath": ["/k.pub", "", None, 3],
+    "keyPaths": [["/a.pub"], [], None, ["/a", None], "x"],
+    "keyData": [_KEY, "", None, "not base64!", 1],
+    "keyDatas": [[_KEY], [], None, [None], [_KEY, "!!"]],
+    "fulcio": [{"caData": _KEY, "oidcIssuer": ISSUER, "subjectEmail": EMAIL},
+               {"caPath": "/ca.pem", "oidcIssuer": ISSUER, "subjectEmail": EMAIL},
+               {"caPath": "/ca.pem", "caData": _KEY, "oidcIssuer": ISSUER, "subjectEmail": EMAIL},
+               {"caData": _KEY, "subjectEmail": EMAIL}, {"caData": _KEY, "oidcIssuer": ISSUER},
+               {"oidcIssuer": ISSUER, "subjectEmail": EMAIL},
+               {"caData": _KEY, "oidcIssuer": ISSUER, "subjectEmail": EMAIL, "x": 1}, None, {}],
+    "pki": [{"caRootsData": _KEY, "subjectEmail": EMAIL},
+            {"caRootsPath": "/r.pem", "subjectHostname": "h.example.com"},
+            {"caRootsPath": "/r.pem", "caRootsData": _KEY, "subjectEmail": EMAIL},
+            {"caRootsData": _KEY}, {"subjectEmail": EMAIL},
+            {"caRootsData": _KEY, "subjectEmail": EMAIL, "caIntermediatesPath": "/i",
+             "caIntermediatesData": _KEY},
+            {"caRootsData": _KEY, "subjectEmail": EMAIL, "caIntermediatesData": _KEY}, None],
+    "rekorPublicKeyPath": ["/rekor.pub", "", None],
+    "rekorPublicKeyPaths": [["/r.pub"], [], None],
+    "rekorPublicKeyData": [_KEY, None, "%%"],
+    "rekorPublicKeyDatas": [[_KEY], [], None],
+    "signedIdentity": [{"type": "matchRepository"}, {"type": "exactReference",
+                                                     "dockerReference": "a.io/b"},
+                       {"type": "remapIdentity", "prefix": "a.io", "signedPrefix": "b.io/c"},
+                       {"type": "remapIdentity", "prefix": "a.io/", "signedPrefix": "b.io"},
+                       {"type": "remapIdentity", "prefix": "ns/repo", "signedPrefix": "b.io"},
+                       {"type": "remapIdentity", "prefix": "a.io:5000", "signedPrefix": "B.io"},
+                       None],
+}
+SIGNED_BY_OPTIONS: dict[str, list[Any]] = {
+    "keyType": ["GPGKeys", "X509Certificates", "signedByGPGKeys", "RSA", None],
+    "keyPath": ["/k.gpg", "", None],
+    "keyPaths": [["/k.gpg"], [], None, ["/a", 1]],
+    "keyData": ["QUJD", "", None, "QUJD!"],
+    "signedIdentity": SIGSTORE_OPTIONS["signedIdentity"],
+}
+
+
+def random_requirement(rng: Any) -> dict[str, Any]:
+    kind, options = rng.choice([("sigstoreSigned", SIGSTORE_OPTIONS),
+                                ("signedBy", SIGNED_BY_OPTIONS)])
+    requirement: dict[str, Any] = {"type": kind}
+    for key in rng.sample(sorted(options), rng.randint(1, 3)):
+        requirement[key] = rng.choice(options[key])
+    if kind == "signedBy" and "keyType" not in requirement and rng.random() < 0.8:
+        requirement["keyType"] = "GPGKeys"
+    return requirement
+
+
+def test_signature_requirements_parse_as_the_library(go_oracle: GoOracle) -> None:
+    """signedBy and sigstoreSigned option combinations (policy_config.go,
+    policy_config_sigstore.go: newPRSignedBy, newPRSigstoreSigned, the fulcio and pki
+    objects, remapIdentity prefixes): refused by both or by neither."""
+    import random
+
+    from mirrorlab.proxy.errors import ConfigError as Refused
+
+    rng = random.Random(13)
+    failures = []
+    cases = 3000
+    for _ in range(cases):
+        text = json.dumps({"default": [random_requirement(rng)]})
+        answer = go_oracle.policy(text, [], evaluate=False)
+        try:
+            parse_policy(text)
+            ours_error = None
+        except Refused as error:
+            ours_error = str(error)
+        if (ours_error is None) != (answer["parse_error"] is None):
+            failures.append(f"{text}\n  mirrorlab: {ours_error}\n  library:   "
+                            f"{answer['parse_error']}")
+    assert not failures, f"{len(failures)} of {cases} disagree:\n" + "\n".join(failures[:10])
