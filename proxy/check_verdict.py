@@ -129,6 +129,15 @@ class Judge:
         return ", ".join(self.brief(a, fetch.steps.get(a.source), fetch.kind)
                          for a in fetch.attempts)
 
+    def _certs_dir(self, host: str) -> str:
+        """The host's certs.d directory as the node has it (a `--root` or `--crs` tree is
+        the node's `/`)."""
+        directory = certs_dir_for(host, self.config.certs)
+        root = self.config.certs.root.rstrip("/")
+        if root and directory.startswith(f"{root}/"):
+            return directory[len(root):]
+        return directory
+
     def fix_for(self, attempt: Attempt, step: Step, copy: str) -> tuple[Cause, str | None]:
         """The cause kind of one source's failure, and what makes that source serve.
         `copy` is what to mirror there (a reference with its tag or digest)."""
@@ -141,12 +150,11 @@ class Judge:
                 return kind, f"check the reference: {copy} does not exist at {name}"
             return kind, f"mirror {copy} to {name}"
         if outcome == Outcome.TLS:
-            directory = certs_dir_for(host, self.config.certs)
             return Cause.TLS, (f"add the CA of {host} to the image config's "
-                               f"additionalTrustedCA (on a node: {directory}/ca.crt)")
+                               f"additionalTrustedCA (on a node: {self._certs_dir(host)}/"
+                               "ca.crt)")
         if outcome == Outcome.CERTS:
-            return Cause.CERTS, f"repair {certs_dir_for(host, self.config.certs)}: " \
-                f"{attempt.detail}"
+            return Cause.CERTS, f"repair {self._certs_dir(host)}: {attempt.detail}"
         if outcome in (Outcome.DENIED, Outcome.AUTH):
             credentials = find_credentials(list(self.config.auth_files), name)
             if credentials is None:
@@ -212,7 +220,7 @@ class Judge:
                 ref, Status.NOT_CHECKED, served, Cause.SIGNATURE,
                 f"signature requirement not checked: policy.json requires {requirement} "
                 f"({'the global default' if scope == 'default' else f'scope {scope!r}'}); "
-                "mirrorlab does not verify signatures, the content pulls",
+                "check does not fetch or verify signatures yet; the content pulls",
                 (f"verify the signature with podman or skopeo on a node, or copy the "
                  f"signatures with the image to {served}",), tuple(notes), summary)
         return Verdict(ref, Status.OK, served, None, None, fixes, tuple(notes), summary)

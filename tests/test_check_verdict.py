@@ -403,3 +403,18 @@ def test_summary_groups_by_cause() -> None:
         "  TLS: the registry's CA is not trusted: 1 (quay.io/d:1)",
         "  signature requirement not checked: 1 (quay.io/e:1)",
     ]
+
+
+def test_ca_path_is_the_nodes_under_a_root(tmp_path: Path) -> None:
+    """With --root (or --crs, rendered into a temporary root) the fix names the node's own
+    path, not where the tree happens to be."""
+    root = tmp_path / "root"
+    (root / "etc/containers").mkdir(parents=True)
+    (root / "etc/containers/registries.conf").write_text(MIRRORED)
+    (root / "etc/containers/policy.json").write_text(json.dumps(SIGNED))
+    w = World(NodeConfig.load(NodeFiles(root=str(root))))
+    walk, _ = walk_of(w, "quay.io/ns/app:v1", [Outcome.TLS, Outcome.TLS])
+    verdict = w.judge(walk)
+    assert verdict.fixes[0] == ("add the CA of mirror.example.com to the image config's "
+                                "additionalTrustedCA (on a node: "
+                                "/etc/docker/certs.d/mirror.example.com/ca.crt)")
