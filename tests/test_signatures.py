@@ -811,3 +811,70 @@ def test_signature_requirements_parse_as_the_library(go_oracle: GoOracle) -> Non
             failures.append(f"{text}\n  mirrorlab: {ours_error}\n  library:   "
                             f"{answer['parse_error']}")
     assert not failures, f"{len(failures)} of {cases} disagree:\n" + "\n".join(failures[:10])
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def _mutations(rng: Any, text: str) -> str:
+    choice = rng.randrange(5)
+    if choice == 0 or not text:
+        return "".join(chr(rng.randrange(32, 127)) for _ in range(rng.randrange(0, 40)))
+    position = rng.randrange(len(text))
+    if choice == 1:
+        return text[:position]
+    if choice == 2:
+        return text[:position] + chr(rng.randrange(0, 0x250)) + text[position + 1:]
+    if choice == 3:
+        return text[:position] + text[position:] * 2
+    return text.replace("\n", "\r\n", 1)
+
+
+def test_malformed_signatures_are_judged_as_the_library(
+        keys: Keys, go_oracle: GoOracle, record_property: Callable[[str, object], None]) -> None:
+    """Annotations, certificates, chains, SETs and payloads cut, doubled or corrupted:
+    each evaluation ends on a verdict (never an exception), the library's verdict; a
+    refusal always has a reason. The reasons are counted, not required to match (Go's
+    JSON, PEM and ASN.1 parsers word their errors their own way)."""
+    import random
+
+    rng = random.Random(2026)
+    compared = same_reason = 0
+    requirements = {
+        "key": [key_req(pem_of(keys.ec256))],
+        "rekor": [key_req(pem_of(keys.ec256), rekorPublicKeyData=b64(pem_of(keys.rekor)))],
+        "fulcio": [fulcio_req(keys)],
+        "pki": [pki_req(keys, subjectEmail=EMAIL, subjectHostname="build.example.com")],
+    }
+    data = payload()
+    ec_signature = raw_sign(keys.ec256, data)
+    sources = {
+        "key": SigstoreSignature(data, {SIG: b64(ec_signature)}),
+        "rekor": SigstoreSignature(data, {SIG: b64(ec_signature), BUNDLE: rekor_set(
+            keys.rekor, pem_of(keys.ec256), ec_signature, data)}),
+        "fulcio": fulcio_signature(keys),
+        "pki": pki_signature(keys, dns=("build.example.com",)),
+    }
+    for _ in range(400):
+        kind = rng.choice(sorted(sources))
+        original = sources[kind]
+        annotations = dict(original.annotations)
+        mutated_payload = original.payload
+        target = rng.choice([*sorted(annotations), "payload"])
+        if target == "payload":
+            mutated_payload = _mutations(rng, data.decode()).encode("utf-8", "surrogatepass")
+        else:
+            annotations[target] = _mutations(rng, annotations[target])
+        if mutated_payload == original.payload and annotations == original.annotations:
+            continue
+        case = Case(f"{kind} {target}", requirements[kind],
+                    [SigstoreSignature(mutated_payload, annotations)])
+        verdict = ours(case)
+        answer = theirs(go_oracle, case)
+        compared += 1
+        assert verdict.allowed == answer["allowed"], (case, verdict, answer)
+        assert verdict.allowed or verdict.reason
+        same_reason += _clock(verdict.reason) == _clock(answer["reason"])
+    record_property("compared", compared)
+    record_property("same_reason", same_reason)
+    assert compared > 300
