@@ -26,9 +26,12 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from cryptography.exceptions import UnsupportedAlgorithm
 
 from ..policy import Requirement
 from ..reference import ImageReference
@@ -191,6 +194,8 @@ def _signed_by_accepts(fields: Mapping[str, Any], image: ImageReference, manifes
         verified = gpg.verify_simple_signing(keys, blob)
     except (InvalidSignature, ValueError) as error:
         raise _Rejected(str(error)) from None
+    except (gpg.GPGUnavailable, OSError, subprocess.SubprocessError) as error:
+        raise _Rejected(f"verifying with gnupg: {error}") from None
     _check_contents(verified.content, SIMPLE_SIGNING_TYPE, manifest, image, _identity(fields))
 
 
@@ -328,8 +333,9 @@ def _sigstore_accepts(fields: Mapping[str, Any], image: ImageReference, manifest
             keys = [sigstore.verify_pki(root.pki, annotations[CERTIFICATE_ANNOTATION].encode(),
                                         annotations.get(CHAIN_ANNOTATION, "").encode(), now)]
         sigstore.verify_payload_signature(keys, payload, base64_signature)
-    except (InvalidSignature, ValueError) as error:
-        raise _Rejected(str(error)) from None
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm) as error:
+        # TypeError, UnsupportedAlgorithm: a certificate whose key cryptography cannot use
+        raise _Rejected(str(error) or type(error).__name__) from None
     _check_contents(payload, SIGSTORE_TYPE, manifest, image, _identity(fields))
 
 
