@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import MirrorlabError
 from .crs import load_crs
+from .imagepolicies import FEATURE_SETS
 from .machineconfig import machine_config_yaml
 from .migrate import migrate
 from .render import RenderedNode, RenderOptions, render
@@ -35,6 +36,7 @@ def write_tree(root: str, node: RenderedNode) -> list[str]:
 def _cmd_render(args: argparse.Namespace) -> int:
     options = RenderOptions(
         release_image=args.release_image, ocp_version=args.ocp_version,
+        feature_set=args.feature_set,
         extra_config_maps=tuple(cm for path in args.ca_configmap
                                 for cm in load_crs([path]).config_maps))
     crs = load_crs(args.paths)
@@ -73,7 +75,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     p = commands.add_parser(
         "render", help="render cluster CRs into the node's registry files",
         description="Read image.config/cluster, ImageDigestMirrorSets, ImageTagMirrorSets, "
-        "ImageContentSourcePolicies and the CA ConfigMap from YAML, and write the files the "
+        "ImageContentSourcePolicies, ClusterImagePolicies, ImagePolicies and the CA ConfigMap "
+        "from YAML, and write the files the "
         "Machine Config Operator puts on a node, byte for byte, under ROOT.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="YAML files or directories")
     p.add_argument("--out", required=True, metavar="ROOT", help="the node's / to write into")
@@ -84,6 +87,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="the ConfigMap named by additionalTrustedCA")
     p.add_argument("--ocp-version", type=_version, default=(4, 19), metavar="X.Y",
                    help="target OpenShift version, for encoder details (default: 4.19)")
+    p.add_argument("--feature-set", choices=FEATURE_SETS, default="Default",
+                   help="the cluster's feature set: ClusterImagePolicy and ImagePolicy need "
+                   "TechPreviewNoUpgrade before 4.20, the PKI root of trust before 4.21")
     p.add_argument("--machineconfig", nargs="?", const="worker", metavar="POOL",
                    help="also write 99-POOL-generated-registries.yaml (default pool: worker)")
     p.add_argument("--previous", nargs="+", metavar="PATH",

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from ..errors import PARSER_FAILURES, ConfigError, parser_failure, yaml_error
+from .imagepolicies import API_V1, API_V1ALPHA1, CIP, IP, ImagePolicyCR, parse_image_policy
 from .scopes import valid_mirror, valid_source
 
 IDMS, ITMS, ICSP = "ImageDigestMirrorSet", "ImageTagMirrorSet", "ImageContentSourcePolicy"
@@ -96,6 +97,8 @@ class ClusterCRs:
     config_maps: tuple[ConfigMap, ...] = ()
     skipped: tuple[str, ...] = ()
     files: tuple[str, ...] = field(default_factory=tuple)
+    image_policies: tuple[ImagePolicyCR, ...] = ()
+    """ClusterImagePolicy and ImagePolicy objects, in file and document order."""
 
     def of_kind(self, kind: str) -> tuple[MirrorSet, ...]:
         return tuple(s for s in self.mirror_sets if s.kind == kind)
@@ -286,12 +289,14 @@ def _config_map(doc: Mapping[str, Any], origin: Origin) -> ConfigMap:
 
 # ---------------------------------------------------------------- entry point
 
-_KINDS = {
-    IDMS: "config.openshift.io/v1",
-    ITMS: "config.openshift.io/v1",
-    ICSP: "operator.openshift.io/v1alpha1",
-    "Image": "config.openshift.io/v1",
-    "ConfigMap": "v1",
+_KINDS: dict[str, tuple[str, ...]] = {
+    IDMS: ("config.openshift.io/v1",),
+    ITMS: ("config.openshift.io/v1",),
+    ICSP: ("operator.openshift.io/v1alpha1",),
+    "Image": ("config.openshift.io/v1",),
+    "ConfigMap": ("v1",),
+    CIP: (API_V1, API_V1ALPHA1),
+    IP: (API_V1, API_V1ALPHA1),
 }
 
 
@@ -301,6 +306,8 @@ def load_crs(paths: Iterable[str]) -> ClusterCRs:
     sets: list[MirrorSet] = []
     maps: list[ConfigMap] = []
     skipped: list[str] = []
+    policies: list[ImagePolicyCR] = []
+    seen_policies: dict[tuple[str, str, str], str] = {}
     files = yaml_files(paths)
     for path in files:
         for doc in documents(path):
@@ -313,12 +320,20 @@ def load_crs(paths: Iterable[str]) -> ClusterCRs:
                                "node registry files; skipped")
                 continue
             api = str(doc.get("apiVersion", ""))
-            if api != _KINDS[kind]:
+            if api not in _KINDS[kind]:
                 raise ConfigError(f"{origin.at('apiVersion')}: {api!r} is not "
-                                  f"{_KINDS[kind]!r}")
+                                  + " or ".join(repr(v) for v in _KINDS[kind]))
             if not name:
                 raise ConfigError(f"{origin.at('metadata.name')}: Required value")
-            if kind in (IDMS, ITMS, ICSP):
+            if kind in (CIP, IP):
+                policy = parse_image_policy(doc, origin)
+                key = (kind, policy.namespace, name)
+                if key in seen_policies:
+                    raise ConfigError(f"{origin.at('metadata.name')}: {kind}/{name} appears "
+                                      f"twice (also in {seen_policies[key]})")
+                seen_policies[key] = path
+                policies.append(policy)
+            elif kind in (IDMS, ITMS, ICSP):
                 sets.append(_mirror_set(doc, origin))
             elif kind == "Image":
                 if name != "cluster":
@@ -331,4 +346,5 @@ def load_crs(paths: Iterable[str]) -> ClusterCRs:
                 image = _image_config(doc, origin)
             else:
                 maps.append(_config_map(doc, origin))
-    return ClusterCRs(image, tuple(sets), tuple(maps), tuple(skipped), tuple(files))
+    return ClusterCRs(image, tuple(sets), tuple(maps), tuple(skipped), tuple(files),
+                      tuple(policies))

@@ -8,16 +8,30 @@ from typing import Any
 
 import yaml
 
+from .imagepolicies import CRIO_POLICIES_DIR, SIGSTORE_REGISTRIES_D
 from .render import POLICY_JSON, REGISTRIES_CONF, SEARCH_DROP_IN, RenderedNode
 
 IGNITION_VERSION = "3.5.0"
-# The operator's file order inside the MachineConfig; files it did not regenerate are left out.
-FILE_ORDER = (REGISTRIES_CONF, POLICY_JSON, SEARCH_DROP_IN)
+# The operator's file order inside the MachineConfig (registriesConfigIgnition); files it did
+# not regenerate are left out. The per-namespace policies go after sigstore-registries.yaml,
+# by namespace (sorted since 4.20; in map order before).
+FILE_ORDER = (REGISTRIES_CONF, POLICY_JSON, SIGSTORE_REGISTRIES_D, CRIO_POLICIES_DIR,
+              SEARCH_DROP_IN)
+
+
+def _ordered(node: RenderedNode) -> list[str]:
+    paths = []
+    for path in FILE_ORDER:
+        if path == CRIO_POLICIES_DIR:
+            paths += sorted(p for p in node.files if p.startswith(CRIO_POLICIES_DIR + "/"))
+        else:
+            paths.append(path)
+    return paths
 
 
 def machine_config(node: RenderedNode, pool: str) -> dict[str, Any]:
     files = []
-    for path in FILE_ORDER:
+    for path in _ordered(node):
         if node.regenerated.get(path):
             encoded = base64.b64encode(node.files[path]).decode()
             files.append({

@@ -8,6 +8,7 @@ the `additionalTrustedCA` ConfigMap. Any error stops everything: nothing is writ
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -18,8 +19,30 @@ from ..registries_conf import Mirror as ConfMirror
 from ..registries_conf import RegistriesConf, Registry
 from .cas import ca_files
 from .crs import ICSP, IDMS, ITMS, ClusterCRs, ConfigMap, MirrorEntry
+from .imagepolicies import (
+    CIP,
+    CRIO_POLICIES_DIR,
+    IP,
+    SIGSTORE_REGISTRIES_D,
+    ImagePolicyCR,
+    ScopePolicies,
+    attachment_scopes,
+    encode_sigstore_registries,
+    namespaced_policies,
+    pki_gate,
+    served_api,
+    sigstore_gate,
+    valid_scope_policies,
+    validate_with_registries,
+)
 from .mirrorsets import merge_mirror_sets
-from .policy import TEMPLATE_POLICY, build_policy, check_scopes
+from .policy import (
+    TEMPLATE_POLICY,
+    build_policy_object,
+    check_scopes,
+    policy_indent,
+    policy_json,
+)
 from .registries import Entry, ScopeSource, edit_registries, encode_registries_conf
 from .scopes import nested, valid_mirror, valid_source
 
@@ -38,6 +61,8 @@ class RenderOptions:
     ocp_version: tuple[int, int] = (4, 19)
     """4.19+ encoders write `additional-layer-store-auth-helper = ""`; older ones do not."""
     extra_config_maps: tuple[ConfigMap, ...] = ()
+    feature_set: str = "Default"
+    """The cluster's feature set: decides the sigstore feature gates before 4.20/4.21."""
 
 
 @dataclass
@@ -142,6 +167,126 @@ def filter_blocked_for_payload(crs: ClusterCRs, release: str | None) -> PayloadF
     return PayloadFilter(registries_blocked, policy_blocked, allowed + allowed_cfg, dropped)
 
 
+# ---------------------------------------------------------------- image policies
+
+
+def _image_policies(crs: ClusterCRs, options: RenderOptions, node: RenderedNode
+                    ) -> ScopePolicies:
+    """The CRs the operator of this version and feature set reads, then
+    `getValidScopePolicies`. CRs it would not see are named in the report."""
+    version, feature_set = options.ocp_version, options.feature_set
+    label = f"OCP {version[0]}.{version[1]} ({feature_set})"
+    cluster: list[ImagePolicyCR] = []
+    namespaced: list[ImagePolicyCR] = []
+    for cr in crs.image_policies:
+        name = f"{cr.origin.file}: {cr.kind}/{cr.name}"
+        if not sigstore_gate(version, feature_set):
+            node.report.append(
+                f"warning: {name}: the SigstoreImageVerification feature gate is off in "
+                f"{label}: no such API, the operator renders nothing for it (on by default "
+                "from 4.20, with TechPreviewNoUpgrade from 4.16: --ocp-version, --feature-set)")
+            continue
+        if cr.kind == IP and version < (4, 18):
+            node.report.append(f"warning: {name}: the operator reads ImagePolicy from 4.18 "
+                               f"on; {label} renders nothing for it")
+            continue
+        if cr.api_version != served_api(version):
+            raise ConfigError(f"{cr.at('apiVersion')}: no matches for kind \"{cr.kind}\" in "
+                              f"version \"{cr.api_version}\": {label} serves "
+                              f"{served_api(version)}")
+        if cr.policy.policy_type == "PKI" and not (pki_gate(version, feature_set)
+                                                   and version >= (4, 19)):
+            raise ConfigError(f"{cr.at('spec.policy.rootOfTrust.policyType')}: Unsupported "
+                              'value: "PKI": supported values: "PublicKey", '
+                              f'"FulcioCAWithRekor" (the SigstoreImageVerificationPKI gate is '
+                              f"off in {label})")
+        (cluster if cr.kind == CIP else namespaced).append(cr)
+    policies = valid_scope_policies(cluster, namespaced)
+    node.report.extend(policies.conflicts)
+    return policies
+
+
+def _with_source(error: ConfigError, policies: ScopePolicies) -> ConfigError:
+    """Prefix an operator message naming a scope with the CR field that holds it."""
+    text = str(error)
+    for scope, items in [*policies.cluster.items(),
+                         *((s, [i for n in ns.values() for i in n])
+                           for s, ns in policies.namespaced.items())]:
+        if f"the scope {scope} is" in text and items:
+            return ConfigError(f"{items[0].source}: {text}")
+    return error
+
+
+def _render_signatures(policies: ScopePolicies, payload: PayloadFilter, repository: str | None,
+                       options: RenderOptions, node: RenderedNode, lists_at: str) -> None:
+    """policy.json, /etc/crio/policies/<namespace>.json and sigstore-registries.yaml, as the
+    operator's policy block writes them (`registriesConfigIgnition`)."""
+    version = options.ocp_version
+    allowed, blocked = payload.allowed, payload.policy_blocked
+    cluster_scopes = {scope: [s.requirement for s in items]
+                      for scope, items in policies.cluster.items()}
+    try:
+        if allowed and blocked and list(allowed) != [repository]:
+            raise ConfigError("invalid images config: only one of AllowedRegistries or "
+                              "BlockedRegistries may be specified")
+        try:
+            validate_with_registries(policies, allowed, blocked, namespaced=False)
+        except ConfigError as error:
+            raise _with_source(error, policies) from None
+        policy = build_policy_object(allowed, blocked, repository, cluster_scopes)
+    except ConfigError as error:
+        raise ConfigError(f"{lists_at}{error}") from None
+    entered = bool(allowed or blocked or policies)
+    node.regenerated[POLICY_JSON] = entered
+    node.files[POLICY_JSON] = (TEMPLATE_POLICY if policy is None
+                               else policy_json(policy, policy_indent(version)))
+    if policy is None:
+        node.report.append(f"{POLICY_JSON}: template " + (
+            "bytes, written by the operator (ImagePolicy only)" if entered
+            else "kept (no allowed or blocked registries, no ClusterImagePolicy)"))
+    elif allowed:
+        node.report.append(f"{POLICY_JSON}: default reject; accepted: "
+                           f"{', '.join(a for a in allowed if a not in cluster_scopes)} "
+                           "(allowedRegistries)")
+    if blocked:
+        node.report.append(f"{POLICY_JSON}: rejected: {', '.join(blocked)} "
+                           "(blockedRegistries)")
+    for scope in sorted(policies.cluster):
+        items = policies.cluster[scope]
+        atomic = " and atomic" if scope.count("/") < 3 else " (not atomic: 3 or more /)"
+        node.report.append(f"{POLICY_JSON}: docker{atomic} {scope}: "
+                           + "; ".join(f"sigstoreSigned from {s.source}" for s in items))
+    if not policies:
+        return
+
+    if policies.namespaced:
+        try:
+            validate_with_registries(policies, allowed, blocked, cluster=False)
+        except ConfigError as error:
+            raise _with_source(error, policies) from None
+        base = policy if policy is not None else json.loads(TEMPLATE_POLICY)
+        indent = "  " if version >= (4, 19) else " "
+        for namespace, document in namespaced_policies(base, policies).items():
+            path = f"{CRIO_POLICIES_DIR}/{namespace}.json"
+            node.files[path] = policy_json(document, indent)
+            node.regenerated[path] = True
+            for scope, by_namespace in sorted(policies.namespaced.items()):
+                for item in by_namespace.get(namespace, []):
+                    node.report.append(f"{path}: docker {scope}: sigstoreSigned from "
+                                       f"{item.source} (the cluster policy.json plus this "
+                                       "namespace's scopes)")
+
+    registries_conf = (node.files[REGISTRIES_CONF] if node.regenerated.get(REGISTRIES_CONF)
+                       else None)
+    reasons = attachment_scopes(policies, registries_conf, [e.scope for e in node.entries],
+                                mirrors=version >= (4, 17), namespaced=version >= (4, 18))
+    node.files[SIGSTORE_REGISTRIES_D] = encode_sigstore_registries(reasons)
+    node.regenerated[SIGSTORE_REGISTRIES_D] = True
+    for key in sorted(reasons):
+        node.report.append(f"{SIGSTORE_REGISTRIES_D}: {key}: use-sigstore-attachments "
+                           f"({reasons[key]})")
+
+
 # ---------------------------------------------------------------- render
 
 
@@ -203,20 +348,8 @@ def render(crs: ClusterCRs, options: RenderOptions = RenderOptions()) -> Rendere
 
     repository = (parse_docker_reference(options.release_image).name
                   if options.release_image else None)
-    try:
-        policy = build_policy(payload.allowed, payload.policy_blocked, repository)
-    except ConfigError as error:
-        raise ConfigError(f"{lists_at}{error}") from None
-    node.regenerated[POLICY_JSON] = policy is not None
-    node.files[POLICY_JSON] = policy if policy is not None else TEMPLATE_POLICY
-    if policy is None:
-        node.report.append(f"{POLICY_JSON}: template kept (no allowed or blocked registries)")
-    elif payload.allowed:
-        node.report.append(f"{POLICY_JSON}: default reject; accepted: "
-                           f"{', '.join(payload.allowed)} (allowedRegistries)")
-    if payload.policy_blocked:
-        node.report.append(f"{POLICY_JSON}: rejected: {', '.join(payload.policy_blocked)} "
-                           "(blockedRegistries)")
+    policies = _image_policies(crs, options, node)
+    _render_signatures(policies, payload, repository, options, node, lists_at)
 
     if image is not None and image.search is not None:
         node.files[SEARCH_DROP_IN] = encode_registries_conf(

@@ -114,6 +114,14 @@ def rollout(previous_crs: ClusterCRs, previous: RenderedNode, current_crs: Clust
     if previous.files[POLICY_JSON] != current.files[POLICY_JSON]:
         actions.append(NodeAction("/" + POLICY_JSON, NO_DRAIN,
                                   "policy.json changes do not drain (CRI-O is reloaded)"))
+    reloaded = ("etc/containers/registries.d/", "etc/crio/policies/")
+    signature_files = sorted(p for p in {*previous.files, *current.files}
+                             if p.startswith(reloaded))
+    for path in signature_files:
+        if previous.files.get(path) != current.files.get(path):
+            actions.append(NodeAction("/" + path, NO_DRAIN, "registries.d and /etc/crio/policies "
+                                      "changes do not drain (CRI-O is reloaded; the daemon's "
+                                      "constants)"))
     old_search = previous.files.get(SEARCH_DROP_IN)
     new_search = current.files.get(SEARCH_DROP_IN)
     if old_search != new_search:
