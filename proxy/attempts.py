@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from .cooldown import CoolDown
+from .failures import describe, outcome_of_error
 from .fallback import Fallback
 from .metrics import Metrics
-from .outcomes import Attempt, Outcome, SourceFailure, describe, outcome_of_error
+from .outcomes import Attempt, Outcome, SourceFailure
 from .steps import Step
 
 log = logging.getLogger("mirrorlab.proxy")

@@ -25,9 +25,10 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from .failures import describe
 from .fallback import Fallback
 from .metrics import Metrics
-from .outcomes import Outcome, SourceFailure, describe, outcome_of_status
+from .outcomes import Outcome, SourceFailure, outcome_of_status
 from .responses import API_VERSION, oci_error
 from .steps import Step
 from .upstream import Upstreams, status_message

@@ -31,14 +31,13 @@ from .attempts import AttemptLoop, PullWalk
 from .cooldown import CoolDown
 from .errors import ConfigError
 from .explain import NodeConfig
+from .failures import describe, outcome_of_error
 from .fallback import NODE_MODES, Fallback, FallbackMode
 from .metrics import Metrics
 from .outcomes import (
     Attempt,
     Outcome,
     SourceFailure,
-    describe,
-    outcome_of_error,
     outcome_of_status,
 )
 from .plan import PullPlan, PullSource, resolve_sources

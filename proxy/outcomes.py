@@ -1,9 +1,8 @@
 """What happened at one source: the outcome type, the one mapping to it, and attempt records.
 
-Every way a source can fail has one name here, and one function turns an upstream
-status or exception into it (`outcome_of_status`, `outcome_of_error`). An exception it
-does not know is a bug in mirrorlab: it is not mapped, so it surfaces as a 500 with a log
-line instead of passing for a failover.
+Every way a source can fail has one name here; `outcome_of_status` turns an HTTP status
+into it, and `failures.outcome_of_error` an exception (that one knows aiohttp, so it sits
+at the I/O edge, and this module stays pure).
 
 When every source fails, the message has containers/image's shape
 (`docker/docker_image_src.go: newImageSource`):
@@ -12,15 +11,8 @@ When every source fails, the message has containers/image's shape
 
 from __future__ import annotations
 
-import asyncio
-import re
-import ssl
 from dataclasses import dataclass
 from enum import StrEnum
-
-import aiohttp
-
-from .errors import ConfigError
 
 
 class Outcome(StrEnum):
@@ -86,49 +78,6 @@ def outcome_of_status(status: int) -> Outcome:
     if status >= 500:
         return Outcome.SERVER_ERROR
     return Outcome.CLIENT_ERROR
-
-
-def outcome_of_error(error: BaseException) -> Outcome | None:
-    """The outcome of an exception raised while talking to a source; None: a bug."""
-    if isinstance(error, SourceFailure):
-        return error.outcome
-    if isinstance(error, ConfigError):
-        return Outcome.CERTS
-    if isinstance(error, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError
-                  | ssl.SSLError):
-        return Outcome.TLS
-    if isinstance(error, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return Outcome.TIMEOUT
-    if isinstance(error, aiohttp.ClientConnectorError):
-        return Outcome.CONNECT
-    if isinstance(error, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError
-                  | aiohttp.ClientOSError | ConnectionError):
-        return Outcome.INTERRUPTED
-    if isinstance(error, aiohttp.ClientResponseError | aiohttp.InvalidURL):
-        return Outcome.BAD_RESPONSE
-    if isinstance(error, OSError):
-        return Outcome.CONNECT
-    return None
-
-
-_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-f]+>")
-
-
-def describe(error: BaseException | None) -> str:
-    """An exception as one line for a message: no object reprs, no line breaks."""
-    if error is None:
-        return "unknown error"
-    if isinstance(error, asyncio.TimeoutError):
-        return "timeout"
-    if isinstance(error, aiohttp.ClientConnectorCertificateError):
-        text = f"certificate of {error.host}: {error.certificate_error}"
-    elif isinstance(error, aiohttp.ClientConnectorError):
-        reason = error.os_error.strerror or str(error.os_error) or type(error.os_error).__name__
-        text = f"dial tcp {error.host}:{error.port}: {reason}"
-    else:
-        text = str(error) or type(error).__name__
-    text = _OBJECT_REPR.sub("", text).replace("ssl:default", "").replace("ssl:True", "")
-    return " ".join(text.replace("[]", "").split())
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,8 @@ from yarl import URL
 from .authfile import AuthFile, Credentials, find_credentials
 from .certsd import CertsDirSettings, certs_dir_for, read_certs_dir
 from .errors import ConfigError
-from .outcomes import Outcome, SourceFailure, describe, outcome_of_error, outcome_of_status
+from .failures import describe, outcome_of_error
+from .outcomes import Outcome, SourceFailure, outcome_of_status
 from .plan import PullSource
 from .resolve_table import ResolveTable
 from .sites import same_site

@@ -6,12 +6,12 @@ import pytest
 
 from mirrorlab.proxy.cooldown import CoolDown
 from mirrorlab.proxy.errors import MirrorlabError
+from mirrorlab.proxy.failures import describe
 from mirrorlab.proxy.fallback import Fallback, FallbackMode, blob_fallback_trigger
 from mirrorlab.proxy.outcomes import (
     Attempt,
     Outcome,
     aggregate_error,
-    describe,
     fallback_error,
     outcome_of_status,
 )

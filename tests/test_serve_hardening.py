@@ -189,13 +189,18 @@ def test_an_unmapped_exception_is_a_500_not_a_failover(tmp_path: Path,
 def test_the_wheel_installs_one_mirrorlab_namespace(tmp_path: Path) -> None:
     """`pip install .` puts `mirrorlab` (and its dist-info) in site-packages, nothing else:
     no top-level `proxy`, `harness` or `certs` to clash with other distributions."""
+    import shutil
     import subprocess
     import sys
     import zipfile
 
     root = Path(__file__).resolve().parents[1]
+    source = tmp_path / "source"  # a copy: setuptools builds in the tree it is given
+    shutil.copytree(root, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "lab", "bench", "fuzz", "__pycache__", "*.egg-info",
+        ".*_cache"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path), str(root)], check=True, capture_output=True,
+                    "-q", "-w", str(tmp_path), str(source)], check=True, capture_output=True,
                    cwd=tmp_path)
     (wheel,) = tmp_path.glob("mirrorlab-*.whl")
     tops = {name.split("/", 1)[0] for name in zipfile.ZipFile(wheel).namelist()}
@@ -203,3 +208,5 @@ def test_the_wheel_installs_one_mirrorlab_namespace(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "mirrorlab/proxy/server.py" in names and "mirrorlab/harness/lab.py" in names
     assert "mirrorlab/harness/scenarios/seed-failover.yaml" in names
+    packages = {name.rsplit("/", 1)[0] for name in names if name.endswith("/__init__.py")}
+    assert {"mirrorlab/proxy/openshift", "mirrorlab/proxy/signatures"} <= packages
