@@ -39,6 +39,8 @@ def _add_node_files(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--authfile", "--auth-file", dest="auth_file", metavar="FILE",
                        help="auth.json to use (spelled as podman and skopeo spell it; "
                        "--auth-file is the same)")
+    group.add_argument("--registries-d", metavar="DIR",
+                       help="registries.d directory: where each source's signatures are read")
     group.add_argument("--root", metavar="ROOT", default="",
                        help="a rendered tree that stands for the node's / (no per-user files)")
 
@@ -51,6 +53,7 @@ def node_files(args: argparse.Namespace) -> NodeFiles:
         policy=args.policy,
         certs_dir=args.certs_dir,
         auth_file=args.auth_file,
+        registries_d=args.registries_d,
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .authfile import AuthFile, Credentials, find_credentials, load_auth_files
@@ -20,6 +20,13 @@ from .plan import PullSource, resolve_sources
 from .policy import Policy, PolicyDecision, evaluate_policy, load_policy
 from .reference import ImageReference, InvalidReference, parse_docker_reference
 from .registries_conf import RegistriesConf, Registry, load_registries_conf
+from .registries_d import (
+    DEFAULT_LOOKASIDE,
+    RegistriesD,
+    SignatureStorage,
+    load_registries_d,
+    signature_storage,
+)
 from .spelling import Bypass, bypasses, relevant
 
 
@@ -31,6 +38,8 @@ class NodeConfig:
     policy: Policy
     certs: CertsDirSettings
     auth_files: tuple[AuthFile, ...]
+    registries_d: RegistriesD = field(default_factory=RegistriesD)
+    default_lookaside: str = DEFAULT_LOOKASIDE
 
     @classmethod
     def load(cls, files: NodeFiles) -> NodeConfig:
@@ -39,7 +48,14 @@ class NodeConfig:
             policy=load_policy(files.policy_path()),
             certs=files.certs_settings(),
             auth_files=tuple(load_auth_files(files.auth_file_paths())),
+            registries_d=load_registries_d(files.registries_d_dir()),
+            default_lookaside=files.default_lookaside(),
         )
+
+    def signature_storage(self, source: PullSource) -> SignatureStorage:
+        """Where a pull from `source` reads signatures (registries.d for its own name)."""
+        return signature_storage(self.registries_d, source.reference,
+                                 default_lookaside=self.default_lookaside)
 
 
 @dataclass(frozen=True)
@@ -48,10 +64,13 @@ class SourceReport:
     certs: CertFiles | None
     certs_error: str | None
     credentials: Credentials | None
+    signatures: tuple[str, ...] = ()
+    """Where signatures are read from this source, when the policy verifies them."""
 
     def to_json(self) -> dict[str, Any]:
         src = self.source
         return {
+            "signatures": list(self.signatures),
             "reference": str(src.reference),
             "mirror": src.mirror,
             "insecure": src.insecure,
@@ -107,6 +126,7 @@ class Explanation:
             "reference": str(self.reference) if self.reference else None,
             "policy": None if self.policy is None else {
                 "allowed": self.policy.allowed,
+                "needs_signatures": self.policy.needs_signatures,
                 "scope": self.policy.scope,
                 "reason": self.policy.reason,
             },
@@ -125,14 +145,27 @@ class Explanation:
         return result
 
 
-def _source_report(config: NodeConfig, source: PullSource) -> SourceReport:
+def _source_report(config: NodeConfig, source: PullSource,
+                   decision: PolicyDecision) -> SourceReport:
     directory = certs_dir_for(source.host, config.certs)
     try:
         certs, certs_error = read_certs_dir(directory), None
     except ConfigError as error:
         certs, certs_error = CertFiles(directory), str(error)
     credentials = find_credentials(list(config.auth_files), source.reference.name)
-    return SourceReport(source, certs, certs_error, credentials)
+    signatures: tuple[str, ...] = ()
+    if decision.needs_signatures and not source.blocked:
+        try:
+            storage = config.signature_storage(source)
+        except ConfigError as error:
+            signatures = (f"signatures cannot be read: {error}",)
+        else:
+            signatures = tuple(storage.describe())
+            if not storage.use_sigstore_attachments and any(
+                    r.type == "sigstoreSigned" for r in decision.requirements):
+                signatures += ("sigstore attachments are off for this source: a pull it "
+                               "serves fails unless the lookaside holds the signature",)
+    return SourceReport(source, certs, certs_error, credentials, signatures)
 
 
 def explain(config: NodeConfig, text: str,
@@ -148,7 +181,7 @@ def explain(config: NodeConfig, text: str,
         plan = resolve_sources(config.registries, ref)
     except ConfigError as error:
         return Explanation(text, ref, decision, error=str(error), warnings=warnings)
-    reports = tuple(_source_report(config, source) for source in plan.sources)
+    reports = tuple(_source_report(config, source, decision) for source in plan.sources)
     return Explanation(text, ref, decision, plan.registry, reports, warnings=warnings,
                        fallback=fallback)
 
@@ -182,6 +215,8 @@ def _source_line(index: int, report: SourceReport) -> list[str]:
         lines.append(f"       credentials: helper docker-credential-{creds.helper} for {creds.key}")
     else:
         lines.append(f"       credentials: {creds.file} key {creds.key!r}")
+    for text in report.signatures:
+        lines.extend(_wrap(f"       signatures: {text}", "         "))
     return lines
 
 
@@ -203,7 +238,13 @@ def format_text(explanation: Explanation) -> str:
         scope = (
             "global default" if decision.scope == "default" else f"docker scope {decision.scope!r}"
         )
-        lines.append(f"  policy: {verdict} by {scope}: {decision.reason}")
+        if decision.needs_signatures:
+            lines.extend(_wrap(
+                f"  policy: signatures required by {scope}: checked against the signatures "
+                "of the source that serves the manifest (without them: "
+                f"{decision.reason})", "    "))
+        else:
+            lines.append(f"  policy: {verdict} by {scope}: {decision.reason}")
     for warning in explanation.warnings:
         lines.extend(_wrap(f"  warning: {warning.message}", "    "))
     if explanation.error is not None:

@@ -24,6 +24,7 @@ class NodeFiles:
     policy: str | None = None
     certs_dir: str | None = None
     auth_file: str | None = None
+    registries_d: str | None = None
     xdg_runtime_dir: str = ""
     xdg_config_home: str = ""
     docker_config: str = ""
@@ -72,6 +73,23 @@ class NodeFiles:
         if user and os.path.exists(user):
             return user
         return self.system("/etc/containers/policy.json")
+
+    def registries_d_dir(self) -> str:
+        """registries.d as containers/image picks it (`docker/registries_d.go`:
+        `registriesDirPathWithHomeDir`): the user's directory when it exists, else the
+        system's."""
+        if self.registries_d is not None:
+            return self.registries_d
+        user = self.user(".config/containers/registries.d")
+        if user and os.path.exists(user):
+            return user
+        return self.system("/etc/containers/registries.d")
+
+    def default_lookaside(self) -> str:
+        """The built-in lookaside when registries.d names none: root's, under `root`."""
+        if self.uid != 0 and self.home:
+            return "file://" + os.path.join(self.home, ".local/share/containers/sigstore")
+        return "file://" + self.system("/var/lib/containers/sigstore")
 
     def certs_settings(self) -> CertsDirSettings:
         return CertsDirSettings(home=self.home, root=self.root, per_host_dir=self.certs_dir)

@@ -38,14 +38,18 @@ from .blobs import (
     SuspectBlobs,
 )
 from .cooldown import CoolDown
+from .errors import MirrorlabError
 from .explain import NodeConfig, explain
 from .fallback import Fallback, FallbackMode
 from .metrics import Metrics
 from .outcomes import Outcome, SourceFailure, outcome_of_status
 from .paths import NodeFiles
+from .policy import evaluate_policy
 from .reference import TAG_PATTERN, InvalidReference, validate_digest
 from .resolve_table import ResolveTable
 from .responses import API_VERSION, failure_response, oci_error, refusal_response
+from .signature_fetch import fetch_signatures
+from .signatures import evaluate_requirements
 from .steps import Planner, PullMemory, Refusal, RequestName, Step, referenced_descriptors
 from .upstream import Manifest, Timeouts, Upstreams, status_message
 
@@ -184,7 +188,8 @@ class Proxy:
     def _files_stamp(self) -> tuple[tuple[str, float], ...]:
         files = self.options.files
         paths = [*self.config.registries.files, files.policy_path(),
-                 *self.config.registries.drop_in_dirs,
+                 *self.config.registries.drop_in_dirs, files.registries_d_dir(),
+                 *self.config.registries_d.files,
                  *(path for path, _ in files.auth_file_paths())]
         stamp = []
         for path in paths:
@@ -330,6 +335,10 @@ class Proxy:
         if manifest is None or step is None:
             return failure_response(loop.attempts, self.fallback.message(
                 loop.attempts, referenced=home is not None), "MANIFEST_UNKNOWN")
+        if home is None:  # a top-level manifest: signatures as the policy requires them
+            refusal = await self._verify_signatures(request, step, manifest)
+            if refusal is not None:
+                return refusal
         self.memory.remember(_request_name(request), step, found.plan, manifest.digest,
                              referenced_descriptors(manifest.body))
         headers = {**API_VERSION, "Docker-Content-Digest": manifest.digest,
@@ -345,6 +354,39 @@ class Proxy:
             headers["Content-Length"] = str(len(manifest.body))
             return web.Response(status=200, headers=headers)
         return web.Response(status=200, body=manifest.body, headers=headers)
+
+    async def _verify_signatures(self, request: web.Request, step: Step,
+                                 manifest: Manifest) -> web.Response | None:
+        """The policy's signature requirements against the signatures of the source that
+        served the manifest (`signature/policy_eval.go: IsRunningImageAllowed`); a refusal,
+        or None. No other source is asked: a mirror without the signature fails the pull."""
+        decision = evaluate_policy(self.config.policy, step.logical)
+        if not decision.needs_signatures:
+            return None
+        upstreams = self.upstreams
+        assert upstreams is not None
+        event: dict[str, object] = {"event": "signatures", "request": request[REQUEST_ID],
+                                    "logical": str(step.logical),
+                                    "source": str(step.source.reference),
+                                    "scope": decision.scope}
+        try:
+            storage = self.config.signature_storage(step.source)
+            signatures = await fetch_signatures(upstreams, step.source, storage,
+                                                manifest.digest)
+        except MirrorlabError as error:  # reading failed: the pull fails, as upstream
+            log.info(json.dumps({**event, "ok": False, "error": str(error)}))
+            return oci_error(502, "UNKNOWN", f"reading signatures: {error}")
+        verdict = evaluate_requirements(decision.requirements, step.logical, manifest.body,
+                                        signatures)
+        log.info(json.dumps({**event, "ok": verdict.allowed, "signatures": len(signatures),
+                             "lookaside": storage.lookaside,
+                             "attachments": storage.use_sigstore_attachments,
+                             "reason": verdict.reason}))
+        if verdict.allowed:
+            return None
+        return oci_error(403, "DENIED", f"Source image rejected: {verdict.reason}",
+                         detail={"scope": decision.scope, "source": str(step.source.reference),
+                                 "signatures": len(signatures)})
 
     # ------------------------------------------------------------ tags and referrers
 

@@ -132,7 +132,9 @@ class Planner:
         refusal: Refusal | None = None
         for logical in candidates:
             decision = evaluate_policy(self.config.policy, logical)
-            if not decision.allowed:
+            # A list that verifies signatures is decided once a source served the
+            # manifest (its signatures are read from that source); anything else now.
+            if not decision.allowed and not decision.needs_signatures:
                 refusal = refusal or Refusal(
                     403, "DENIED", f"Source image rejected: {decision.reason}",
                     {"scope": decision.scope, "reference": str(logical)},

@@ -344,6 +344,23 @@ class Upstreams:
             url = str(response.url.join(URL(location)))
         raise SourceFailure(Outcome.BAD_RESPONSE, f"too many redirects from {url}")
 
+    async def get_url(self, url: str, limit: int) -> tuple[int, bytes]:
+        """A plain GET (a lookaside signature): no registry credentials go with it."""
+        host = urlsplit(url).netloc
+        try:
+            async with self._session.get(
+                url, allow_redirects=True,
+                ssl=self.tls_context(host, False) if url.startswith("https:") else False,
+            ) as response:
+                return response.status, await response.content.read(limit)
+        except (SourceFailure, ConfigError):
+            raise
+        except Exception as error:
+            outcome = outcome_of_error(error)
+            if outcome is None:
+                raise
+            raise SourceFailure(outcome, f"GET {url}: {describe(error)}") from None
+
     async def manifest(self, source: PullSource, accept: list[str]) -> Manifest:
         """GET the manifest of `source.reference`, read whole, digest checked."""
         ref = source.reference

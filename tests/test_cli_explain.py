@@ -59,7 +59,7 @@ def test_json_lines_schema(node: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert (status, err) == (0, "")
     tag, digest, hub = (json.loads(line) for line in out.splitlines())
     assert tag["reference"] == "quay.io/ns/app:1"
-    assert tag["policy"] == {"allowed": True, "scope": "quay.io",
+    assert tag["policy"] == {"allowed": True, "needs_signatures": False, "scope": "quay.io",
                              "reason": "insecureAcceptAnything"}
     assert [(s["reference"], s["mirror"], s["insecure"], s["blocked"]) for s in tag["sources"]] == [
         ("mirror.local:5000/q/app:1", True, False, False),
