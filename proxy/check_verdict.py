@@ -34,7 +34,8 @@ class Cause(StrEnum):
     """Why an image fails (or is not checked): what failures are grouped by."""
 
     POLICY = "rejected by policy.json"
-    SIGNATURE = "signature requirement not checked"
+    SIGNATURE = "signatures missing or not accepted"
+    SIGNATURE_UNCHECKED = "signature requirement not checked"
     INVALID = "the pull plan cannot be built"
     MISSING_ON_MIRROR = "image missing on the mirror"
     MISSING_AT_SOURCE = "image missing at its source"
@@ -214,16 +215,50 @@ class Judge:
                            tuple([*more, *notes]), summary)
         fixes = tuple(dict.fromkeys(fix for _, _, fix in self._rescues(walk) if fix))
         if walk.signatures:
+            failed_signature = self._signature_failure(walk, served, summary, notes)
+            if failed_signature is not None:
+                return failed_signature
+            notes = [*notes, f"signatures verified: {walk.signature_count} read from "
+                     f"{served}"]
+        return Verdict(ref, Status.OK, served, None, None, fixes, tuple(notes), summary)
+
+    def _signature_failure(self, walk: ImageWalk, served: str, summary: str,
+                           notes: list[str]) -> Verdict | None:
+        """A node fails the pull when the serving source's signatures do not satisfy the
+        policy, or cannot be read: no other source is asked for them."""
+        ref = walk.reference
+        storage = walk.signature_storage
+        verdict = walk.signature_verdict
+        if walk.signature_error is None and verdict is None:  # never read: say so
             requirement = " and ".join(dict.fromkeys(walk.signatures))
-            scope = decision.scope if decision else "default"
+            scope = walk.policy.scope if walk.policy else "default"
             return Verdict(
-                ref, Status.NOT_CHECKED, served, Cause.SIGNATURE,
+                ref, Status.NOT_CHECKED, served, Cause.SIGNATURE_UNCHECKED,
                 f"signature requirement not checked: policy.json requires {requirement} "
                 f"({'the global default' if scope == 'default' else f'scope {scope!r}'}); "
-                "check does not fetch or verify signatures yet; the content pulls",
-                (f"verify the signature with podman or skopeo on a node, or copy the "
-                 f"signatures with the image to {served}",), tuple(notes), summary)
-        return Verdict(ref, Status.OK, served, None, None, fixes, tuple(notes), summary)
+                "the content pulls", (f"copy the signatures with the image to {served}",),
+                tuple(notes), summary)
+        if walk.signature_error is None and verdict is not None and verdict.allowed:
+            return None
+        if walk.signature_error is not None:
+            cause = f"reading the signatures from {served} failed: {walk.signature_error}"
+        else:
+            assert verdict is not None
+            cause = (f"{served} serves the image but its signatures do not satisfy "
+                     f"policy.json: {verdict.reason}")
+        fixes: list[str] = []
+        if walk.signature_count == 0 and walk.signature_error is None:
+            digest = walk.digest or ""
+            fixes.append(f"copy the signatures with the image to {served} (the sigstore "
+                         f"attachment is the tag sha256-{digest.split(':')[-1][:12]}….sig)")
+            if storage is not None and not storage.use_sigstore_attachments and \
+                    "sigstoreSigned" in walk.signatures:
+                host = storage.reference.domain
+                fixes.append(f"enable use-sigstore-attachments for {host} in registries.d "
+                             "(OpenShift writes it for the mirrors of a ClusterImagePolicy "
+                             "scope)")
+        return Verdict(ref, Status.FAILS, served, Cause.SIGNATURE, cause, tuple(fixes),
+                       tuple(notes), summary)
 
     def _top_failure(self, walk: ImageWalk, top: Fetch) -> Verdict:
         ref = walk.reference

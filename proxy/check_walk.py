@@ -29,7 +29,7 @@ from typing import IO, Any
 
 from .attempts import AttemptLoop, PullWalk
 from .cooldown import CoolDown
-from .errors import ConfigError
+from .errors import ConfigError, MirrorlabError
 from .explain import NodeConfig
 from .failures import describe, outcome_of_error
 from .fallback import NODE_MODES, Fallback, FallbackMode
@@ -43,6 +43,10 @@ from .outcomes import (
 from .plan import PullPlan, PullSource, resolve_sources
 from .policy import SIGNATURE_REQUIREMENTS, PolicyDecision, evaluate_policy
 from .reference import ImageReference
+from .registries_d import SignatureStorage
+from .signature_fetch import fetch_signatures
+from .signatures import Verdict as SignatureVerdict
+from .signatures import evaluate_requirements
 from .steps import Step
 from .upstream import Manifest, Upstreams, status_message
 
@@ -217,7 +221,13 @@ class ImageWalk:
     policy: PolicyDecision | None = None
     rejected: bool = False
     signatures: tuple[str, ...] = ()
-    """Requirement types that need a signature verified (not checked by mirrorlab)."""
+    """Requirement types that need a signature verified."""
+    signature_verdict: SignatureVerdict | None = None
+    """Their verdict over the signatures of the source that served the manifest."""
+    signature_count: int = 0
+    signature_storage: SignatureStorage | None = None
+    signature_error: str | None = None
+    """Reading the signatures failed (a node fails the pull)."""
     plan: PullPlan | None = None
     plan_error: str | None = None
     top: Fetch | None = None
@@ -371,6 +381,8 @@ class Walker:
         if manifest is None or home is None:
             return walk
         walk.digest = manifest.digest
+        if walk.signatures:
+            await self._signatures(walk, home, manifest)
         try:
             data = read_manifest(manifest.body)
         except ValueError as error:
@@ -393,6 +405,23 @@ class Walker:
         await asyncio.gather(*(self._platform(walk, entry, plan, home, blob_walk)
                                for entry in entries))
         return walk
+
+    async def _signatures(self, walk: ImageWalk, home: Step, manifest: Manifest) -> None:
+        """The policy's signature requirements, as `serve` checks them: against the
+        signatures of the source that served the top-level manifest, read where
+        registries.d says for that source's name."""
+        assert walk.policy is not None
+        try:
+            storage = self.config.signature_storage(home.source)
+            walk.signature_storage = storage
+            found = await fetch_signatures(self.upstreams, home.source, storage,
+                                           manifest.digest)
+        except MirrorlabError as error:
+            walk.signature_error = str(error)
+            return
+        walk.signature_count = len(found)
+        walk.signature_verdict = evaluate_requirements(
+            walk.policy.requirements, walk.reference, manifest.body, found)
 
     async def _platform(self, walk: ImageWalk, entry: Descriptor, plan: list[Step],
                         home: Step, blob_walk: PullWalk | None) -> None:

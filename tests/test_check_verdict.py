@@ -172,7 +172,9 @@ def test_signature_requirement_is_never_ok(tmp_path: Path) -> None:
     walk, steps = walk_of(w, f"quay.io/ns/signed@{IMAGE}", [Outcome.SERVED])
     with_blob(w, walk, steps, [Outcome.SERVED])
     verdict = w.judge(walk)
-    assert (verdict.status, verdict.cause_kind) == (Status.NOT_CHECKED, Cause.SIGNATURE)
+    # Signatures were not read (this walk is made by hand): never `ok`.
+    assert (verdict.status, verdict.cause_kind) == (Status.NOT_CHECKED,
+                                                    Cause.SIGNATURE_UNCHECKED)
     assert verdict.cause is not None
     assert verdict.cause.startswith("signature requirement not checked: policy.json requires "
                                     "sigstoreSigned (scope 'quay.io/ns/signed')")
@@ -394,7 +396,7 @@ def test_summary_groups_by_cause() -> None:
                                ("quay.io/b:1", Status.FAILS, Cause.MISSING_ON_MIRROR),
                                ("quay.io/c:1", Status.FAILS, Cause.MISSING_ON_MIRROR),
                                ("quay.io/d:1", Status.FAILS, Cause.TLS),
-                               ("quay.io/e:1", Status.NOT_CHECKED, Cause.SIGNATURE)]:
+                               ("quay.io/e:1", Status.NOT_CHECKED, Cause.SIGNATURE_UNCHECKED)]:
         tally.add(Verdict(parse_docker_reference(text), status, cause_kind=kind))
     assert not tally.all_ok
     assert format_summary(tally, "sticky").splitlines() == [

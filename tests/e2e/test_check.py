@@ -488,7 +488,8 @@ def test_pods_file_and_crs_rendered_on_the_fly(check_lab: CheckLab, tmp_path: Pa
 def test_mixed_run_reads_well_at_80_columns(check_lab: CheckLab, tmp_path: Path) -> None:
     """Every kind of verdict at once, under COLUMNS=80 (and capped at 100 on a wide
     terminal): no line runs past the width, each verdict starts its block, the summary
-    groups by cause. A signature requirement is `not checked`, never `ok`."""
+    groups by cause. A signed image whose mirror holds no signature fails, as the pull
+    would."""
     policy = json.dumps({"default": [{"type": "insecureAcceptAnything"}], "transports": {
         "docker": {"quay.io/ns/multi-full": [{"type": "sigstoreSigned",
                                               "keyPath": "/etc/pki/cosign.pub"}],
@@ -514,19 +515,18 @@ quay.io/private/app:v1
         assert result.status == 1
         heads = [line.split()[0] if not line.startswith("not checked") else "not checked"
                  for line in lines if line and not line.startswith(" ")]
-        assert heads[:7] == ["ok", "not checked", "fails", "fails", "fails", "fails", "fails"]
+        assert heads[:7] == ["ok", "fails", "fails", "fails", "fails", "fails", "fails"]
         summary = result.out.split("\n\n")[-1]
-        assert summary.splitlines()[0] == ("7 images checked (sticky mode): 1 ok, 5 fails, "
-                                           "1 not checked")
+        assert summary.splitlines()[0] == "7 images checked (sticky mode): 1 ok, 6 fails"
         causes = [line.strip().split(": ")[0] for line in summary.splitlines()
                   if line.startswith("  ") and not line.startswith("    ")]
         assert sorted(causes) == sorted([
-            "signature requirement not checked", "rejected by policy.json",
+            "signatures missing or not accepted", "rejected by policy.json",
             "layer or config missing where the manifest came from",
             "platform missing from the mirror's copy of an index",
             "TLS", "credentials missing or refused"]), summary
         block = result.out.split("\n\n")[1]
-        assert flat(block).startswith("not checked quay.io/ns/multi-full:v1 in ")
-        assert "cause: signature requirement not checked: policy.json requires " \
-            "sigstoreSigned" in flat(block)
+        assert flat(block).startswith("fails quay.io/ns/multi-full:v1 ")
+        assert "its signatures do not satisfy policy.json: A signature was required, but " \
+            "no signature exists" in flat(block)
     assert len(check_lab.source.requests_seen()) == seen

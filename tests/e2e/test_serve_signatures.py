@@ -163,3 +163,30 @@ def test_signatures_are_read_from_the_serving_source(
     assert theirs.get("allowed") is (verdict is None), theirs
     if verdict is not None:
         assert message == f"Source image rejected: {theirs['reason']}", (message, theirs)
+
+
+@pytest.mark.parametrize(("first", "ok"), [("mirror1", True), ("mirror2", False)])
+def test_check_verifies_signatures_like_serve(signed: Signed, tmp_path: Path, first: str,
+                                              ok: bool) -> None:
+    """`mirrorlab check` reads and verifies the same signatures: ok where the serving
+    mirror holds them, fails (with the fix) where it does not."""
+    import subprocess
+    import sys
+
+    serving = signed.mirror1 if first == "mirror1" else signed.mirror2
+    other = signed.mirror2 if first == "mirror1" else signed.mirror1
+    (tmp_path / "registries.conf").write_text(signed.conf(serving, other))
+    (tmp_path / "policy.json").write_text(signed.policy(signed.key, "matchRepository"))
+    registries_d = _registries_d(tmp_path, signed.mirror1.address, signed.mirror2.address)
+    result = subprocess.run(
+        [sys.executable, "-m", "mirrorlab", "check", "--json", "quay.io/ns/app:v1",
+         "--registries-conf", str(tmp_path / "registries.conf"), "--registries-conf-dir",
+         str(tmp_path / "d"), "--policy", str(tmp_path / "policy.json"), "--registries-d",
+         str(registries_d), "--certs-dir", str(signed.certs_d), "--offline-names",
+         "--resolve", "quay.io=127.0.0.1:9"], capture_output=True, text=True, timeout=60)
+    verdict = json.loads(result.stdout.splitlines()[0])
+    assert (result.returncode == 0) is ok, result.stdout + result.stderr
+    assert verdict["verdict"] == ("ok" if ok else "fails"), verdict
+    if not ok:
+        assert "A signature was required, but no signature exists" in verdict["cause"]
+        assert any("copy the signatures with the image" in fix for fix in verdict["fixes"])
