@@ -326,6 +326,9 @@ RELAY_SOURCE = Path(__file__).with_name("relay.c")
 
 def build_relay(workdir: Path) -> Path:
     """The verifying relay, compiled from `relay.c` into workdir (gcc, OpenSSL's libcrypto)."""
+    if not RELAY_SOURCE.is_file():
+        raise RuntimeError(f"the verifying relay's source {RELAY_SOURCE} is missing (the bench "
+                           "runs from a source checkout)")
     compiler = shutil.which("gcc")
     if compiler is None:
         raise RuntimeError("the bench builds its verifying relay with gcc: run `make setup` "
