@@ -128,6 +128,7 @@ class Upstreams:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect,
                                           connect=timeouts.connect, sock_read=timeouts.read),
             auto_decompress=False,
+            read_bufsize=1024 * 1024,  # a blob is read a MiB at a time (blobs.STREAM_CHUNK)
             skip_auto_headers=("Accept-Encoding", "User-Agent"),
             headers={"User-Agent": USER_AGENT},
         )
