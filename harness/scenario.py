@@ -236,7 +236,7 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
 def load_scenario(path: str | None) -> Scenario:
     """A scenario file, or the built-in seed scenario when `path` is None."""
     if path is None:
-        text = resources.files("harness").joinpath(f"scenarios/{BUILTIN}.yaml").read_text()
+        text = resources.files(__package__ or "mirrorlab.harness").joinpath(f"scenarios/{BUILTIN}.yaml").read_text()
         return parse_scenario(text, f"(built-in) {BUILTIN}.yaml")
     try:
         text = Path(path).read_text(encoding="utf-8")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mirrorlab.harness.scenario import load_scenario, parse_scenario
@@ -52,3 +54,16 @@ def test_builtin_scenario_covers_the_demo() -> None:
     for kind in ("ImageDigestMirrorSet", "ImageTagMirrorSet", "allowedRegistries",
                  "insecureRegistries", "additionalTrustedCA", "NeverContactSource"):
         assert kind in scenario.crs
+
+
+def test_the_builtin_scenario_loads_outside_the_source_tree(tmp_path: Path) -> None:
+    """The built-in scenario is package data of `mirrorlab.harness`: it loads from any
+    directory (it was looked up as a top-level `harness`, found only from the tree)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", "from mirrorlab.harness.scenario import load_scenario; "
+         "print(load_scenario(None).name)"], cwd=tmp_path, capture_output=True, text=True,
+        check=False)
+    assert result.returncode == 0 and result.stdout.strip() == "seed-failover", result.stderr
