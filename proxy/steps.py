@@ -105,6 +105,10 @@ class Planner:
     resolve: ResolveTable = field(default_factory=ResolveTable)
     any_registry: bool = True
     """False: contact only registries the configuration or `--resolve` names."""
+    _plans: dict[tuple[str, str], tuple[Step, ...] | Refusal] = field(
+        default_factory=dict, compare=False, repr=False)
+    """Answers already given: the configuration is fixed for this planner's life (a
+    reload makes a new one), and many clients ask for the same digests at once."""
 
     def _named(self, host: str) -> bool:
         names, suffixes = _config_hosts(self.config, self.default_registry)
@@ -121,6 +125,15 @@ class Planner:
 
     def plan(self, request: RequestName, identity: str) -> list[Step] | Refusal:
         """Policy, then the plan of every candidate: nothing upstream is touched yet."""
+        key = (request.key, identity)
+        found = self._plans.get(key)
+        if found is None:
+            if len(self._plans) >= 10_000:
+                self._plans.clear()
+            found = self._plans[key] = self._plan(request, identity)
+        return found if isinstance(found, Refusal) else list(found)
+
+    def _plan(self, request: RequestName, identity: str) -> tuple[Step, ...] | Refusal:
         try:
             candidates = self.candidates(request, identity)
         except ShortNameError as error:
@@ -156,7 +169,7 @@ class Planner:
             steps += [Step(logical, source) for source in plan.sources]
         if not steps:
             return refusal or Refusal(404, "NAME_UNKNOWN", "no source to try")
-        return steps
+        return tuple(steps)
 
 
 def referenced_descriptors(body: bytes) -> list[tuple[str, int | None]]:
