@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEBIAN_PACKAGES := docker-registry podman skopeo runc containerd iproute2 util-linux gcc libssl-dev nginx gnupg
+DEBIAN_PACKAGES := docker-registry podman skopeo runc containerd iproute2 util-linux gcc libssl-dev nginx gnupg chromium
 
 .PHONY: setup test lint demo bench fuzz clean
 
