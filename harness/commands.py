@@ -8,11 +8,12 @@ import json
 from pathlib import Path
 
 from mirrorlab.proxy.errors import MirrorlabError
+from mirrorlab.proxy.fallback import add_fallback_argument
 
 from .backends import Handle
 from .faults import FaultControl
 from .lab import Lab, LabState, alive
-from .scenario import FALLBACK_MODES, Scenario, load_scenario
+from .scenario import Scenario, load_scenario
 
 DEFAULT_WORKDIR = "lab"
 
@@ -139,8 +140,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="images: build the registry and proxy images for compose.yaml")
     p.add_argument("scenario", nargs="?", help="scenario file (default: the built-in one)")
     p.add_argument("--workdir", default=DEFAULT_WORKDIR, help="lab directory (default: ./lab)")
-    p.add_argument("--fallback", choices=FALLBACK_MODES, default=None,
-                   help="the proxy's fallback mode (default: the scenario's, else sticky)")
+    add_fallback_argument(p, "the proxy's fallback mode", default=None)
     p.add_argument("--backend", choices=("auto", "process", "container"), default="auto",
                    help="how registries run (auto: containers when podman can run them)")
     p.set_defaults(func=_cmd_lab)
@@ -150,8 +150,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
                             "while mirrors die, and write a report.")
     p.add_argument("--scenario", metavar="FILE", help="another scenario file")
     p.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
-    p.add_argument("--fallback", choices=FALLBACK_MODES, default=None,
-                   help="the proxy's fallback mode (default: the scenario's, else sticky)")
+    add_fallback_argument(p, "the proxy's fallback mode", default=None)
     p.add_argument("--workdir", default=DEFAULT_WORKDIR)
     p.add_argument("--backend", choices=("auto", "process", "container"), default="auto")
     p.set_defaults(func=_cmd_demo)

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from mirrorlab.proxy.errors import PARSER_FAILURES, ConfigError, parser_failure, yaml_error
-from mirrorlab.proxy.fallback import FallbackMode
+from mirrorlab.proxy.fallback import MODE_NAMES
 from mirrorlab.proxy.reference import InvalidReference, parse_docker_reference
 
 from .faults import FAULT_KINDS, Fault
@@ -99,8 +99,6 @@ class Scenario:
         return next(i for i in self.images if i.name == name)
 
 
-FALLBACK_MODES = tuple(str(mode) for mode in FallbackMode)
-
 
 def _mapping(value: Any, where: str, allowed: set[str] | None) -> Mapping[str, Any]:
     """A mapping (None is an empty one) whose keys are among `allowed` (None: any)."""
@@ -141,8 +139,8 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
     top = _mapping(raw, path, {"name", "description", "cas", "images", "registries",
                                "config", "steps", "fallback"})
     fallback = str(top.get("fallback", "sticky"))
-    if fallback not in FALLBACK_MODES:
-        raise ConfigError(f"{path}: fallback: one of {', '.join(FALLBACK_MODES)}")
+    if fallback not in MODE_NAMES:
+        raise ConfigError(f"{path}: fallback: one of {', '.join(MODE_NAMES)}")
     cas = []
     for name, spec in _mapping(top.get("cas"), f"{path}: cas", None).items():
         spec = _mapping(spec, f"{path}: cas.{name}", {"trust"})
@@ -236,7 +234,8 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
 def load_scenario(path: str | None) -> Scenario:
     """A scenario file, or the built-in seed scenario when `path` is None."""
     if path is None:
-        text = resources.files(__package__ or "mirrorlab.harness").joinpath(f"scenarios/{BUILTIN}.yaml").read_text()
+        package = resources.files(__package__ or "mirrorlab.harness")
+        text = package.joinpath(f"scenarios/{BUILTIN}.yaml").read_text()
         return parse_scenario(text, f"(built-in) {BUILTIN}.yaml")
     try:
         text = Path(path).read_text(encoding="utf-8")

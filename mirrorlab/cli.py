@@ -15,7 +15,7 @@ from mirrorlab.harness.commands import add_commands as add_lab_commands
 from mirrorlab.proxy.check_command import add_check_command
 from mirrorlab.proxy.errors import MirrorlabError
 from mirrorlab.proxy.explain import NodeConfig, explain, format_json, format_text
-from mirrorlab.proxy.fallback import FallbackMode
+from mirrorlab.proxy.fallback import FallbackMode, add_fallback_argument
 from mirrorlab.proxy.openshift.commands import add_commands as add_openshift_commands
 from mirrorlab.proxy.paths import NodeFiles
 
@@ -158,10 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_node_files(p)
     p.add_argument("--json", action="store_true", help="one JSON object per reference per line")
-    p.add_argument("--fallback", choices=[str(m) for m in FallbackMode],
-                   default=str(FallbackMode.STICKY),
-                   help="the mode to mark as selected where a failed blob is explained "
-                   "(default: %(default)s, as serve and check)")
+    add_fallback_argument(p, "the mode marked as selected where a failed blob is explained")
     p.add_argument("references", nargs="+", metavar="REFERENCE")
     p.set_defaults(func=_cmd_explain)
 
@@ -194,12 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="close a client connection without a complete request for this long "
                    "(default: %(default)s)")
-    p.add_argument("--fallback", choices=[str(m) for m in FallbackMode],
-                   default=str(FallbackMode.STICKY),
-                   help="what a failed blob or per-platform manifest does: sticky (default): "
-                   "fails the pull as every containers/image up to podman 5.7 and OCP 4.21 "
-                   "does; blob: falls back per blob as OCP 4.22 (PR #845); resilient: "
-                   "mirrorlab's own rescue (any failure, resume, cool-down), each rescue marked")
+    add_fallback_argument(p, "what a failed blob or per-platform manifest does")
     p.add_argument("--any-registry", action="store_true", default=None,
                    help="contact any registry a client names (the default on loopback; "
                    "beyond loopback only those the configuration or --resolve names)")

@@ -36,7 +36,7 @@ from .check_verdict import Judge, Status, Tally
 from .check_walk import ImageWalk, Platform, Walker
 from .errors import MirrorlabError
 from .explain import NodeConfig
-from .fallback import Fallback, FallbackMode
+from .fallback import Fallback, FallbackMode, add_fallback_argument
 from .paths import NodeFiles
 from .reference import ImageReference
 from .resolve_table import ResolveTable
@@ -311,11 +311,7 @@ def add_check_command(commands: argparse._SubParsersAction,  # type: ignore[type
     p.add_argument("--assume-down", action="append", default=[], metavar="HOST",
                    help="treat HOST (or HOST:PORT) as unreachable, without contacting it; "
                    "repeatable")
-    p.add_argument("--fallback", choices=[str(m) for m in FallbackMode],
-                   default=str(FallbackMode.STICKY),
-                   help="the node's rules for a missing blob or platform manifest: sticky "
-                   "(default: OCP up to 4.21, podman before 5.8), blob (OCP 4.22), resilient "
-                   "(mirrorlab serve's own rescue)")
+    add_fallback_argument(p, "the node's rules for a missing blob or platform manifest")
     p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
                    help="check only this platform of an index (default: every platform)")
     p.add_argument("--verify-content", action="store_true",

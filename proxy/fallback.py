@@ -23,6 +23,7 @@ modes differ only in what happens when one of those referenced fetches fails:
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -48,6 +49,18 @@ def blob_fallback_trigger(outcome: Outcome, code: str | None) -> bool:
 
 
 NODE_MODES = (FallbackMode.STICKY, FallbackMode.BLOB)
+MODE_NAMES = tuple(str(mode) for mode in FallbackMode)
+_MODES_HELP = ("sticky: what a manifest references comes from its source or the pull fails "
+               "(podman before 5.8, OCP up to 4.21); blob: blob-level fallback of PR #845 "
+               "(OCP 4.22); resilient: mirrorlab's own rescue, each rescue marked")
+
+
+def add_fallback_argument(parser: argparse.ArgumentParser, purpose: str,
+                          default: str | None = str(FallbackMode.STICKY)) -> None:
+    """The one `--fallback MODE` flag of every command that takes it."""
+    where = f"default: {default}" if default else "default: the scenario's, else sticky"
+    parser.add_argument("--fallback", choices=MODE_NAMES, default=default,
+                        help=f"{purpose} ({where}); {_MODES_HELP}")
 
 
 class Candidate(Protocol):
