@@ -132,7 +132,12 @@ def to_json(verdict: Verdict, inputs: Sequence[ImageInput], walk: ImageWalk) -> 
         "fixes": list(verdict.fixes),
         "notes": list(verdict.notes),
         "policy": None if decision is None else {
-            "allowed": decision.allowed, "scope": decision.scope, "reason": decision.reason},
+            "allowed": decision.allowed, "scope": decision.scope, "reason": decision.reason,
+            "needs_signatures": decision.needs_signatures},
+        "signatures": None if not walk.signatures else {
+            "read": walk.signature_count, "error": walk.signature_error,
+            "allowed": walk.signature_verdict.allowed if walk.signature_verdict else None,
+            "reason": walk.signature_verdict.reason if walk.signature_verdict else None},
         "platforms": [str(check.platform) for check in walk.platforms if check.platform],
         "checked": verdict.summary,
         "attempts": _attempts(walk),

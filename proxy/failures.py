@@ -7,6 +7,7 @@ it surfaces as a 500 with a log line instead of passing for a failover.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import ssl
 
@@ -51,8 +52,12 @@ def describe(error: BaseException | None) -> str:
     if isinstance(error, aiohttp.ClientConnectorCertificateError):
         text = f"certificate of {error.host}: {error.certificate_error}"
     elif isinstance(error, aiohttp.ClientConnectorError):
-        reason = error.os_error.strerror or str(error.os_error) or type(error.os_error).__name__
-        text = f"dial tcp {error.host}:{error.port}: {reason}"
+        # Go's words (`dial tcp H:P: connect: connection refused`), from the errno: asyncio's
+        # own strerror reads "Connect call failed ('H', P)".
+        errno = error.os_error.errno
+        reason = os.strerror(errno).lower() if errno else (
+            str(error.os_error) or type(error.os_error).__name__)
+        text = f"dial tcp {error.host}:{error.port}: connect: {reason}"
     else:
         text = str(error) or type(error).__name__
     text = _OBJECT_REPR.sub("", text).replace("ssl:default", "").replace("ssl:True", "")

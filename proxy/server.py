@@ -375,7 +375,11 @@ class Proxy:
                                                 manifest.digest)
         except MirrorlabError as error:  # reading failed: the pull fails, as upstream
             log.info(json.dumps({**event, "ok": False, "error": str(error)}))
-            return oci_error(502, "UNKNOWN", f"reading signatures: {error}")
+            # A 4xx, so that the client shows the reason (containers/image reads the body
+            # of a 4xx only), in the words a node's policy check gives.
+            return oci_error(403, "DENIED", f"Source image rejected: {error}",
+                             detail={"scope": decision.scope,
+                                     "source": str(step.source.reference)})
         verdict = evaluate_requirements(decision.requirements, step.logical, manifest.body,
                                         signatures)
         log.info(json.dumps({**event, "ok": verdict.allowed, "signatures": len(signatures),

@@ -55,8 +55,8 @@ async def _lookaside(upstreams: Upstreams, storage: SignatureStorage, digest: st
         elif parts.scheme in ("http", "https"):
             try:
                 status, blob = await upstreams.get_url(url, MAX_SIGNATURE_SIZE + 1)
-            except (SourceFailure, MirrorlabError) as error:
-                raise SignatureReadError(f"reading signature from {url}: {error}") from None
+            except (SourceFailure, MirrorlabError) as error:  # `Get "URL": dial tcp ...`
+                raise SignatureReadError(str(error)) from None
             if status == 404:
                 return found
             if status != 200:

@@ -360,7 +360,7 @@ class Upstreams:
             outcome = outcome_of_error(error)
             if outcome is None:
                 raise
-            raise SourceFailure(outcome, f"GET {url}: {describe(error)}") from None
+            raise SourceFailure(outcome, f'Get "{url}": {describe(error)}') from None
 
     async def manifest(self, source: PullSource, accept: list[str]) -> Manifest:
         """GET the manifest of `source.reference`, read whole, digest checked."""
