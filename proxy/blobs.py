@@ -170,14 +170,19 @@ async def _write(response: web.StreamResponse, data: bytes | memoryview) -> None
         raise ClientGone(str(error)) from None
 
 
-class BlobTransfer:
-    """One client blob request; `attempt` is what the attempt loop calls per source."""
+class BlobFetch:
+    """The source side of one blob: fetched from one source at a time, resumed, checked
+    against its size and digest; `attempt` is what the attempt loop calls per source. What
+    receives the bytes is a subclass's: a client (`BlobTransfer`), or the cache's
+    temporary file (`flight.CacheFill`)."""
 
-    def __init__(self, request: web.Request, digest: str, *, upstreams: Upstreams,
-                 budget: BlobBudget, metrics: Metrics, fallback: Fallback,
-                 suspects: SuspectBlobs, size: int | None, home: str | None) -> None:
-        self.request, self.digest = request, digest
-        self.upstreams, self.budget, self.metrics = upstreams, budget, metrics
+    method = "GET"
+
+    def __init__(self, digest: str, *, upstreams: Upstreams, metrics: Metrics,
+                 fallback: Fallback, suspects: SuspectBlobs, size: int | None,
+                 home: str | None) -> None:
+        self.digest = digest
+        self.upstreams, self.metrics = upstreams, metrics
         self.fallback, self.suspects = fallback, suspects
         self.size = size
         """The manifest descriptor's size, when a served manifest gave one."""
@@ -188,14 +193,25 @@ class BlobTransfer:
         self.total: int | None = None
         self.segments: list[list[object]] = []
         """[source, first byte, end] of every source that sent bytes, in order."""
-        self.response: web.StreamResponse | None = None
-        self.writer: _HeldBackWriter | None = None
-        self.buffer: bytearray | None = None
-        self.reserved = 0
         self.served_by: Step | None = None
         self.range_error = False
         self.partial: tuple[int, int] | None = None
         """A client window passed through unverified (a range of a large blob)."""
+
+    # ------------------------------------------------------------ what a receiver says
+
+    def _sent(self) -> bool:
+        """Whether bytes may have reached a client: then a wrong blob is final (only a cut
+        is left) and a cut one is resumed where it stopped, never started again."""
+        return False
+
+    async def _ready(self, step: Step, upstream: aiohttp.ClientResponse) -> bool:
+        """The source answered with the blob (its size checked): get ready to take bytes;
+        False when the body is not to be read (a HEAD, a range answered otherwise)."""
+        return True
+
+    async def _deliver(self, start: int, chunk: bytes) -> None:
+        """Bytes [start, start + len(chunk)) of the blob, hashed already."""
 
     # ------------------------------------------------------------ one source
 
@@ -205,7 +221,7 @@ class BlobTransfer:
 
     async def attempt(self, step: Step) -> None:
         """Fetch the blob (or its rest) from `step`'s source; raises SourceFailure."""
-        if self.response is None:
+        if not self._sent():
             self._restart()  # nothing went out yet: whole, from this source alone
         elif self.segments and self.segments[-1][0] != step.source_name \
                 and not self.fallback.resumes_across_sources:
@@ -223,7 +239,7 @@ class BlobTransfer:
                 enough = (self.received - mark >= RESUME_PROGRESS
                           or time.monotonic() - since >= RESUME_INTERVAL)
                 if self.fallback.resumes_across_sources or not enough:
-                    if self.response is None:
+                    if not self._sent():
                         self._restart()
                     raise SourceFailure(cut.outcome, str(cut)) from None
                 log.info(json.dumps({"event": "resume", "source": str(step.source.reference),
@@ -235,7 +251,7 @@ class BlobTransfer:
     async def _fetch(self, step: Step) -> None:
         source = step.source
         path = f"/v2/{source.reference.path}/blobs/{self.digest}"
-        method = "HEAD" if self.request.method == "HEAD" else "GET"
+        method = self.method
         headers: CIMultiDict[str] = CIMultiDict()
         if self.received:
             headers["Range"] = f"bytes={self.received}-"
@@ -250,18 +266,8 @@ class BlobTransfer:
                 raise SourceFailure(outcome_of_status(upstream.status), f"{what}: {message}",
                                     status=upstream.status, code=code)
             skip = self._check_length(upstream)
-            if method == "HEAD" or self.range_error:
+            if not await self._ready(step, upstream):
                 return
-            if self.partial is not None and self.response is None and upstream.status == 206:
-                self.response = await self._prepare(step, self.partial)
-            if self.partial is None and self.response is None and self.buffer is None:
-                await self._begin(step)
-                if self.range_error:
-                    return
-                if self.partial is not None:  # a large blob's range: ask for it alone
-                    upstream.close()
-                    await self._fetch(step)
-                    return
             _read_larger(upstream)
             before = self.received
             try:
@@ -304,7 +310,7 @@ class BlobTransfer:
         if self.size is not None and int(length) != self.size:
             raise SourceFailure(Outcome.BAD_RESPONSE, f"blob {self.digest} announced "
                                 f"{length} bytes; its descriptor says {self.size}")
-        if self.response is None:
+        if not self._sent():
             self.total = int(length)
         return 0
 
@@ -321,12 +327,7 @@ class BlobTransfer:
             self.segments[-1][2] = end
         else:
             self.segments.append([step.source_name, start, end])
-        if self.buffer is not None:
-            self.buffer[start:end] = chunk
-        elif self.writer is not None:
-            await self.writer.feed(chunk)
-        elif self.response is not None:  # a passed-through range
-            await _write(self.response, chunk)
+        await self._deliver(start, chunk)
 
     def _check_end(self, step: Step) -> None:
         if self.partial is not None:
@@ -348,10 +349,57 @@ class BlobTransfer:
         spans = ", ".join(f"{name} bytes {low}-{int(str(high)) - 1}"
                           for name, low, high in self.segments)
         detail = f"blob content is {actual}, not {self.digest} ({spans})"
-        final = self.response is not None  # bytes went out: only a cut is left
+        final = self._sent()  # bytes went out: only a cut is left
         if not final:
             self._restart()
         raise SourceFailure(Outcome.DIGEST, detail, final=final)
+
+    def contributors(self) -> list[str]:
+        return [f"{name} bytes {low}-{int(str(high)) - 1}" for name, low, high in self.segments]
+
+
+class BlobTransfer(BlobFetch):
+    """One client blob request: small blobs buffered and verified before a byte goes out,
+    large ones streamed with the last piece held back, a large blob's range passed on."""
+
+    def __init__(self, request: web.Request, digest: str, *, upstreams: Upstreams,
+                 budget: BlobBudget, metrics: Metrics, fallback: Fallback,
+                 suspects: SuspectBlobs, size: int | None, home: str | None) -> None:
+        super().__init__(digest, upstreams=upstreams, metrics=metrics, fallback=fallback,
+                         suspects=suspects, size=size, home=home)
+        self.request = request
+        self.method = "HEAD" if request.method == "HEAD" else "GET"
+        self.budget = budget
+        self.response: web.StreamResponse | None = None
+        self.writer: _HeldBackWriter | None = None
+        self.buffer: bytearray | None = None
+        self.reserved = 0
+
+    def _sent(self) -> bool:
+        return self.response is not None
+
+    async def _ready(self, step: Step, upstream: aiohttp.ClientResponse) -> bool:
+        if self.method == "HEAD" or self.range_error:
+            return False
+        if self.partial is not None and self.response is None and upstream.status == 206:
+            self.response = await self._prepare(step, self.partial)
+        if self.partial is None and self.response is None and self.buffer is None:
+            await self._begin(step)
+            if self.range_error:
+                return False
+            if self.partial is not None:  # a large blob's range: ask for it alone
+                upstream.close()
+                await self._fetch(step)
+                return False
+        return True
+
+    async def _deliver(self, start: int, chunk: bytes) -> None:
+        if self.buffer is not None:
+            self.buffer[start : start + len(chunk)] = chunk
+        elif self.writer is not None:
+            await self.writer.feed(chunk)
+        elif self.response is not None:  # a passed-through range
+            await _write(self.response, chunk)
 
     # ------------------------------------------------------------ the client side
 
@@ -445,6 +493,3 @@ class BlobTransfer:
             await _write(response, data[offset : offset + CHUNK])
         await response.write_eof()
         return response
-
-    def contributors(self) -> list[str]:
-        return [f"{name} bytes {low}-{int(str(high)) - 1}" for name, low, high in self.segments]
