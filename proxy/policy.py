@@ -428,7 +428,10 @@ def _verdict(ref: ImageReference, requirements: tuple[Requirement, ...]) -> tupl
     does not allow it decides."""
     for requirement in requirements:
         if requirement.type == "reject":
-            return False, f"Running image docker://{ref} is rejected by policy."
+            # prReject.isRunningImageAllowed names the image by transports.ImageName: the
+            # transport, then the docker transport's StringWithinTransport, `//` and
+            # reference.FamiliarString (`docker://busybox:latest`)
+            return False, f"Running image docker://{ref.familiar} is rejected by policy."
         if requirement.type in SIGNATURE_REQUIREMENTS:
             return False, NO_SIGNATURE
         if requirement.type == "signedBaseLayer":

@@ -53,8 +53,29 @@ def test_global_default_when_transport_has_no_match() -> None:
                                       "transports": {"docker": {"quay.io": ACCEPT}}}))
     decision = evaluate_policy(policy, parse_docker_reference("busybox"))
     assert (decision.scope, decision.allowed) == ("default", False)
-    assert decision.reason == (
-        "Running image docker://docker.io/library/busybox:latest is rejected by policy.")
+    assert decision.reason == "Running image docker://busybox:latest is rejected by policy."
+
+
+REJECTED_NAMES = [
+    # signature/policy_eval_simple.go prReject.isRunningImageAllowed names the image by
+    # transports.ImageName: `docker:` and the docker transport's StringWithinTransport
+    # (docker/docker_transport.go), `//` + reference.FamiliarString (docker/reference/
+    # normalize.go); the docker transport adds `:latest` to a bare name
+    ("docker.io/library/busybox:1", "docker://busybox:1"),
+    ("busybox", "docker://busybox:latest"),
+    ("docker.io/foo/bar", "docker://foo/bar:latest"),
+    ("docker.io/library/a/b:2", "docker://library/a/b:2"),
+    ("index.docker.io/library/x", "docker://x:latest"),
+    (f"quay.io/ns/app@{DIGEST}", f"docker://quay.io/ns/app@{DIGEST}"),
+    ("localhost:5000/app", "docker://localhost:5000/app:latest"),
+]
+
+
+@pytest.mark.parametrize(("text", "name"), REJECTED_NAMES)
+def test_reject_names_the_image_in_its_familiar_form(text: str, name: str) -> None:
+    decision = evaluate_policy(parse_policy('{"default": [{"type": "reject"}]}'),
+                               parse_docker_reference(text))
+    assert decision.reason == f"Running image {name} is rejected by policy."
 
 
 NAMESPACES = [
