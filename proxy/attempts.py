@@ -45,7 +45,8 @@ class PullWalk:
 
 
 class PullWalks:
-    """PullWalk per pull (the manifest that referenced what is fetched)."""
+    """PullWalk per pull: per top-level manifest served (`steps.Remembered.pull`), so a
+    later pull of the same image walks afresh."""
 
     def __init__(self, limit: int = 10_000) -> None:
         self.limit = limit
@@ -124,7 +125,7 @@ class AttemptLoop(Generic[T]):
             return False
         return True
 
-    async def _try(self, step: Step, index: int, attempt: Callable[[Step], Awaitable[T]]
+    async def _try(self, step: Step, attempt: Callable[[Step], Awaitable[T]]
                    ) -> tuple[T | None, SourceFailure | None]:
         """One try of one source, recorded: its result, or its failure."""
         started = time.monotonic()
@@ -170,12 +171,13 @@ class AttemptLoop(Generic[T]):
                     continue
                 if locked and walk is not None and step.source_name in walk.remaining:
                     walk.remaining.remove(step.source_name)  # used up, as upstream
-                value, failure = await self._try(step, index, attempt)
+                value, failure = await self._try(step, attempt)
                 more = index + 1 < len(steps) or (walk is not None and bool(walk.remaining))
-                if failure is not None and more and self.fallback.retries_same_source(
+                if failure is not None and not failure.final and more and \
+                        self.fallback.retries_same_source(
                         failure.outcome, kind=self.kind, referenced=self.referenced):
                     await asyncio.sleep(self.retry_delay)
-                    value, failure = await self._try(step, index, attempt)
+                    value, failure = await self._try(step, attempt)
                 if failure is None:
                     if locked and walk is not None:
                         walk.override = step.source_name

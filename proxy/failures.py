@@ -62,3 +62,16 @@ def describe(error: BaseException | None) -> str:
         text = str(error) or type(error).__name__
     text = _OBJECT_REPR.sub("", text).replace("ssl:default", "").replace("ssl:True", "")
     return " ".join(text.replace("[]", "").split())
+
+
+def redacted(url: str) -> str:
+    """A URL for a message: a password in it becomes `***`, as Go's net/http writes it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname or ''}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 from multidict import CIMultiDict
 
 from .errors import MirrorlabError
-from .failures import describe, outcome_of_error
+from .failures import describe, outcome_of_error, redacted
 from .outcomes import Outcome, SourceFailure
 from .plan import PullSource
 from .registries_d import SignatureStorage
@@ -41,8 +41,9 @@ async def _lookaside(upstreams: Upstreams, storage: SignatureStorage, digest: st
                      ) -> list[Signature]:
     found: list[Signature] = []
     for index in range(MAX_SIGNATURES):
-        url = storage.lookaside_url(digest, index)
-        parts = urlsplit(url)
+        address = storage.lookaside_url(digest, index)
+        parts = urlsplit(address)
+        url = redacted(address)  # what messages name
         if parts.scheme == "file":
             try:
                 with open(unquote(parts.path), "rb") as handle:
@@ -54,7 +55,7 @@ async def _lookaside(upstreams: Upstreams, storage: SignatureStorage, digest: st
                                          f"{os.strerror(error.errno or 0)}") from None
         elif parts.scheme in ("http", "https"):
             try:
-                status, blob = await upstreams.get_url(url, MAX_SIGNATURE_SIZE + 1)
+                status, blob = await upstreams.get_url(address, MAX_SIGNATURE_SIZE + 1)
             except (SourceFailure, MirrorlabError) as error:  # `Get "URL": dial tcp ...`
                 raise SignatureReadError(str(error)) from None
             if status == 404:

@@ -9,6 +9,7 @@ source that served it is where a node would fetch them.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -107,11 +108,16 @@ class Planner:
     """False: contact only registries the configuration or `--resolve` names."""
     _plans: dict[tuple[str, str], tuple[Step, ...] | Refusal] = field(
         default_factory=dict, compare=False, repr=False)
+    _hosts: tuple[frozenset[str], tuple[str, ...]] = field(
+        default=(frozenset(), ()), init=False, compare=False, repr=False)
     """Answers already given: the configuration is fixed for this planner's life (a
     reload makes a new one), and many clients ask for the same digests at once."""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hosts", _config_hosts(self.config, self.default_registry))
+
     def _named(self, host: str) -> bool:
-        names, suffixes = _config_hosts(self.config, self.default_registry)
+        names, suffixes = self._hosts
         bare = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
         return (host in names or host in self.resolve.entries or bare in self.resolve.entries
                 or any(bare.endswith(suffix) for suffix in suffixes))
@@ -128,9 +134,13 @@ class Planner:
         key = (request.key, identity)
         found = self._plans.get(key)
         if found is None:
-            if len(self._plans) >= 10_000:
-                self._plans.clear()
-            found = self._plans[key] = self._plan(request, identity)
+            found = self._plan(request, identity)
+            # Only answers of valid names are kept (a client may send any name), and at
+            # most 10,000 of them.
+            if not (isinstance(found, Refusal) and found.code == "NAME_INVALID"):
+                if len(self._plans) >= 10_000:
+                    self._plans.clear()
+                self._plans[key] = found
         return found if isinstance(found, Refusal) else list(found)
 
     def _plan(self, request: RequestName, identity: str) -> tuple[Step, ...] | Refusal:
@@ -219,13 +229,16 @@ class PullMemory:
     def __init__(self, seconds: float = 600.0, limit: int = 100_000) -> None:
         self.seconds, self.limit = seconds, limit
         self._entries: OrderedDict[tuple[str, str], Remembered] = OrderedDict()
+        self._pulls = itertools.count(1)
 
     def remember(self, request: RequestName, step: Step, plan: Iterable[Step],
                  manifest_digest: str, descriptors: Iterable[tuple[str, int | None]]) -> None:
         now = time.monotonic()
-        pull, steps = f"{request.key}@{manifest_digest}", tuple(plan)
+        # One pull per top-level manifest served (its time in the key: the next pull of the
+        # same image is another one); a per-platform manifest stays in its index's pull.
+        pull, steps = f"{request.key}@{manifest_digest}@{next(self._pulls)}", tuple(plan)
         parent = self._entries.get((request.key, manifest_digest))
-        if parent is not None:  # a per-platform manifest: still the pull of its index
+        if parent is not None:
             pull = parent.pull
         for digest, size in descriptors:
             key = (request.key, digest)

@@ -31,7 +31,7 @@ from yarl import URL
 from .authfile import AuthFile, Credentials, find_credentials
 from .certsd import CertsDirSettings, certs_dir_for, read_certs_dir
 from .errors import ConfigError
-from .failures import describe, outcome_of_error
+from .failures import describe, outcome_of_error, redacted
 from .outcomes import Outcome, SourceFailure, outcome_of_status
 from .plan import PullSource
 from .resolve_table import ResolveTable
@@ -347,7 +347,10 @@ class Upstreams:
 
     async def get_url(self, url: str, limit: int) -> tuple[int, bytes]:
         """A plain GET (a lookaside signature): no registry credentials go with it."""
-        host = urlsplit(url).netloc
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
         try:
             async with self._session.get(
                 url, allow_redirects=True,
@@ -360,7 +363,7 @@ class Upstreams:
             outcome = outcome_of_error(error)
             if outcome is None:
                 raise
-            raise SourceFailure(outcome, f'Get "{url}": {describe(error)}') from None
+            raise SourceFailure(outcome, f'Get "{redacted(url)}": {describe(error)}') from None
 
     async def manifest(self, source: PullSource, accept: list[str]) -> Manifest:
         """GET the manifest of `source.reference`, read whole, digest checked."""

@@ -120,7 +120,8 @@ class Outcome:
 
 
 async def _pull(tmp_path: Path, mode: str, blob: bytes, scripts: list[Script],
-                caplog: pytest.LogCaptureFixture, headers: dict[str, str]) -> Outcome:
+                caplog: pytest.LogCaptureFixture, headers: dict[str, str],
+                again: Callable[[], None] | None = None) -> Outcome:
     servers = [TestServer(_registry(blob, script)) for script in scripts]
     for server in servers:
         await server.start_server()
@@ -140,17 +141,23 @@ async def _pull(tmp_path: Path, mode: str, blob: bytes, scripts: list[Script],
                                    fallback=FallbackMode(mode),
                                    timeouts=Timeouts(connect=2, read=5)))
         async with TestClient(TestServer(proxy.app())) as client:
-            manifest = await client.get(f"/v2/src.test/ns/app/manifests/{_digest(_manifest(blob))}")
-            assert manifest.status == 200
-            assert manifest.headers["X-Mirrorlab-Source"].startswith("m1.test/")
-            caplog.clear()
-            try:
-                response = await client.get(f"/v2/src.test/ns/app/blobs/{_digest(blob)}",
-                                            headers=headers)
-                body = await response.read()
-                status, source = response.status, response.headers.get("X-Mirrorlab-Source", "")
-            except Exception:  # the proxy cut the connection: the client completes nothing
-                status, body, source = 0, b"", ""
+            for round_ in range(2 if again else 1):
+                if round_:  # another pull of the same image, the registries changed
+                    assert again is not None
+                    again()
+                manifest = await client.get(
+                    f"/v2/src.test/ns/app/manifests/{_digest(_manifest(blob))}")
+                assert manifest.status == 200
+                assert manifest.headers["X-Mirrorlab-Source"].startswith("m1.test/")
+                caplog.clear()
+                try:
+                    response = await client.get(f"/v2/src.test/ns/app/blobs/{_digest(blob)}",
+                                                headers=headers)
+                    body = await response.read()
+                    status = response.status
+                    source = response.headers.get("X-Mirrorlab-Source", "")
+                except Exception:  # the proxy cut the connection: the client completes nothing
+                    status, body, source = 0, b"", ""
         events = [json.loads(r.getMessage()) for r in caplog.records
                   if r.name == "mirrorlab.proxy" and r.getMessage().startswith("{")]
         return Outcome(status, body, source, events)
@@ -168,8 +175,9 @@ def run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Run:
     caplog.set_level("INFO", logger="mirrorlab.proxy")
 
     def pull(mode: str, blob: bytes, scripts: list[Script],
-             headers: dict[str, str] | None = None) -> Outcome:
-        return asyncio.run(_pull(tmp_path, mode, blob, scripts, caplog, headers or {}))
+             headers: dict[str, str] | None = None,
+             again: Callable[[], None] | None = None) -> Outcome:
+        return asyncio.run(_pull(tmp_path, mode, blob, scripts, caplog, headers or {}, again))
 
     return pull
 
@@ -297,3 +305,19 @@ def test_a_range_of_a_small_blob_is_verified(run: Run) -> None:
     found = run("sticky", SMALL, [m1, Script(), Script()], {"Range": "bytes=0-0"})
     assert found.status == 206 and found.body == SMALL[:1]
     assert m1.blob_requests[-1] == ""  # read whole, checked, then the window sent
+
+
+def test_blob_mode_walks_afresh_for_each_pull(run: Run) -> None:
+    """PR #845 keeps the working source for the rest of one copy. Pull 1: m1 lost the blob,
+    m2 serves it. Pull 2 of the same image, m1 repaired and m2 now without it: m1 serves,
+    as a new copy would start at its manifest's source (the walk of pull 1 was reused)."""
+    m1, m2 = Script("status", 404, "BLOB_UNKNOWN"), Script()
+
+    def repair() -> None:
+        m1.fault = "ok"
+        m2.fault, m2.status, m2.code = "status", 404, "BLOB_UNKNOWN"
+
+    found = run("blob", SMALL, [m1, m2, Script()], again=repair)
+    assert found.status == 200 and found.body == SMALL
+    served = [e for e in found.events if e.get("outcome") == "served"]
+    assert [str(e["source"]).split("/")[0] for e in served] == ["m1.test"]

@@ -320,3 +320,14 @@ def test_empty_registries_conf_routes_everything_as_is() -> None:
 
     plan = resolve_sources(RegistriesConf(), parse_docker_reference("quay.io/a"))
     assert [str(s.reference) for s in plan.sources] == ["quay.io/a:latest"]
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://user:secret@sigs.example.com/a", "https://user:***@sigs.example.com/a"),
+    ("https://user:secret@sigs.example.com:8443/a", "https://user:***@sigs.example.com:8443/a"),
+    ("https://sigs.example.com/a", "https://sigs.example.com/a"),
+    ("file:///var/lib/containers/sigstore/a", "file:///var/lib/containers/sigstore/a")])
+def test_urls_in_messages_carry_no_password(url: str, shown: str) -> None:
+    from mirrorlab.proxy.failures import redacted
+
+    assert redacted(url) == shown
