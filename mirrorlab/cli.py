@@ -107,6 +107,84 @@ def _listen(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", number
 
 
+def _gib(text: str) -> int:
+    """A size in GiB (a decimal fraction allowed) as bytes."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of GiB") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: a size is a finite number >= 0")
+    return int(value * 1024**3)
+
+
+def _cache_dir(args: argparse.Namespace) -> str | None:
+    if args.cache is None and (args.cache_max_gib is not None or args.serve_stale):
+        raise MirrorlabError("--cache-max-gib and --serve-stale need --cache DIR")
+    return str(args.cache) if args.cache is not None else None
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from mirrorlab.proxy.cache import age, list_cache, prune_cache, verify_cache
+
+    root = Path(args.dir)
+    if args.cache_command == "ls":
+        entries, tags, temporary = list_cache(root)
+        if args.json:
+            for item in reversed(entries):
+                print(json.dumps({"kind": item.kind, "digest": item.digest, "bytes": item.size,
+                                  "last_used": age(item.mtime)}))
+            for record in tags.values():
+                print(json.dumps({"kind": "tag", **record.to_json(), "since": age(record.at)}))
+            return 0
+        for item in reversed(entries):  # most recently used first
+            print(f"{item.kind:9} {item.digest}  {item.size:>12}  {age(item.mtime)}")
+        for record in sorted(tags.values(), key=lambda r: r.reference):
+            print(f"{'tag':9} {record.reference} -> {record.digest}  {age(record.at)}  "
+                  f"(from {record.source})")
+        total = sum(item.size for item in entries)
+        print(f"{len(entries)} entries, {total} bytes ({total / 1024**3:.2f} GiB), "
+              f"{len(tags)} tag answers; {temporary} bytes of fills in progress")
+        return 0
+    if args.cache_command == "verify":
+        results = verify_cache(root)
+        bad = [(item, problem) for item, problem in results if problem is not None]
+        for item, problem in bad:
+            print(f"removed {item.kind} {item.digest}: {problem}")
+        print(f"{len(results)} entries verified: {len(results) - len(bad)} intact, "
+              f"{len(bad)} removed")
+        return 1 if bad else 0
+    removed = prune_cache(root, args.max_gib)
+    freed = sum(item.size for item in removed)
+    for item in removed:
+        print(f"removed {item.kind} {item.digest} ({item.size} bytes, last used "
+              f"{age(item.mtime)})")
+    print(f"{len(removed)} entries removed, {freed} bytes freed")
+    return 0
+
+
+def _add_cache_command(commands: argparse._SubParsersAction[_Parser]) -> None:
+    p = commands.add_parser(
+        "cache", help="list, verify or prune a `serve --cache` directory",
+        description="The verified cache of `mirrorlab serve --cache DIR`, offline (also "
+        "while the proxy runs: an entry removed here is never served again).")
+    sub = p.add_subparsers(dest="cache_command", required=True, parser_class=_Parser)
+    ls = sub.add_parser("ls", help="entries, most recently used first, and tag answers")
+    ls.add_argument("dir", metavar="DIR")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    verify = sub.add_parser("verify", help="re-hash every entry; remove the bad ones (exit "
+                            "status 1 when any was removed)")
+    verify.add_argument("dir", metavar="DIR")
+    prune = sub.add_parser("prune", help="remove least recently used entries down to a size")
+    prune.add_argument("dir", metavar="DIR")
+    prune.add_argument("--max-gib", type=_gib, required=True, metavar="GIB",
+                       help="what the cache may hold afterwards (0 empties it)")
+    p.set_defaults(func=_cmd_cache)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
     import ssl
@@ -137,6 +215,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         any_registry=_any_registry(args, host),
         idle_timeout=args.idle_timeout,
         trusted_realms=tuple(args.trust_realm),
+        cache_dir=_cache_dir(args),
+        cache_max_bytes=args.cache_max_gib,
+        serve_stale=args.serve_stale,
     )
     configure_logging()
     try:
@@ -203,7 +284,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", dest="fallback", action="store_const",
                    const=str(FallbackMode.STICKY),
                    help="the same as --fallback sticky (node-faithful; kept for old scripts)")
+    p.add_argument("--cache", metavar="DIR",
+                   help="keep verified blobs and manifests (by digest) in DIR and serve "
+                   "them from there; off by default (a hit contacts no source: prove a "
+                   "configuration without it)")
+    p.add_argument("--cache-max-gib", type=_gib, metavar="GIB",
+                   help="bound the cache's size, evicting the least recently used entries "
+                   "(default: only the disk's free space)")
+    p.add_argument("--serve-stale", action="store_true",
+                   help="with --cache: when every source of a tag is down, serve the last "
+                   "verified answer for it, marked X-Mirrorlab-Cache: stale")
     p.set_defaults(func=_cmd_serve)
+
+    _add_cache_command(commands)
 
     add_check_command(commands, _add_node_files, node_files)
     add_openshift_commands(commands)

@@ -374,6 +374,8 @@ class BlobTransfer(BlobFetch):
         self.writer: _HeldBackWriter | None = None
         self.buffer: bytearray | None = None
         self.reserved = 0
+        self.extra_headers: dict[str, str] = {}
+        """Added to the response (the cache's state, when the cache is on)."""
 
     def _sent(self) -> bool:
         return self.response is not None
@@ -406,7 +408,7 @@ class BlobTransfer(BlobFetch):
     def _headers(self, step: Step) -> dict[str, str]:
         headers = {**API_VERSION, "Docker-Content-Digest": self.digest,
                    "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes",
-                   SOURCE_HEADER: str(step.source.reference)}
+                   SOURCE_HEADER: str(step.source.reference), **self.extra_headers}
         if self.home is not None and step.source_name != self.home:
             headers[FALLBACK_HEADER] = "blob"
         return headers

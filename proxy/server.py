@@ -6,6 +6,14 @@ A blob GET, traced by module: routes here (`handle_blob`) -> `steps.Planner.plan
 (try, record, go on or stop) -> `blobs.BlobTransfer.attempt` (one source's bytes) ->
 `upstream.Upstreams.request` (TLS, auth, redirects) -> `responses` (the error a client
 sees when nothing served).
+
+With `--cache DIR`, after the plan (policy is checked first, hit or not): `cache.CacheStore`
+(is the digest there?) -> a hit: `cache_serve.serve_blob_hit` (sendfile, no source
+contacted); a miss: `flight.Flight` (one per digest and chain: the first request starts it,
+the others join) -> `attempts.AttemptLoop` with a `flight.CacheFill` (the bytes into a
+temporary file) -> `cache_serve.read_flight` (each client from that file, the last piece
+held back until the digest matched) -> `CacheStore.commit_file` (fsync, rename). When the
+cache cannot take the blob, the request goes the uncached way above.
 """
 
 from __future__ import annotations
@@ -37,12 +45,22 @@ from .blobs import (
     ClientGone,
     SuspectBlobs,
 )
+from .cache import CacheStore, CacheUnavailable, CorruptEntry, TagRecord, age
+from .cache_serve import (
+    CACHE_HEADER,
+    STALE_HEADER,
+    CacheMetrics,
+    read_flight,
+    serve_blob_hit,
+    stale_allowed,
+)
 from .cooldown import CoolDown
 from .errors import MirrorlabError
 from .explain import NodeConfig, explain
 from .fallback import Fallback, FallbackMode
+from .flight import CacheFill, Flight, FlightKey, FlightState
 from .metrics import Metrics
-from .outcomes import Outcome, SourceFailure, outcome_of_status
+from .outcomes import Attempt, Outcome, SourceFailure, outcome_of_status
 from .paths import NodeFiles
 from .policy import evaluate_policy
 from .reference import TAG_PATTERN, InvalidReference, validate_digest
@@ -86,6 +104,12 @@ class ServeOptions:
     any_registry: bool = True
     """False: contact only registries the configuration or `resolve` names (the default
     when listening beyond loopback)."""
+    cache_dir: str | None = None
+    """The verified cache (`--cache DIR`); None: off."""
+    cache_max_bytes: int | None = None
+    """Its size bound; None: only the disk's."""
+    serve_stale: bool = False
+    """With the cache: a tag whose every source is down gets its last verified answer."""
 
 
 @dataclass
@@ -138,6 +162,15 @@ class Proxy:
         self.upstreams: Upstreams | None = None
         self._stamp = self._files_stamp()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.cache: CacheStore | None = None
+        self.cache_metrics: CacheMetrics | None = None
+        if options.cache_dir is not None:
+            self.cache = CacheStore(options.cache_dir, options.cache_max_bytes)
+            self.cache_metrics = CacheMetrics(self.metrics.registry, self.cache)
+        self.flights: dict[FlightKey, Flight] = {}
+        self._manifest_flights: dict[tuple[object, ...], asyncio.Future[
+            tuple[Manifest | None, Step | None, list[Attempt]]]] = {}
+        self._storing: set[str] = set()
 
     def _planner(self, config: NodeConfig) -> Planner:
         options = self.options
@@ -261,7 +294,8 @@ class Proxy:
     async def handle_health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "files": list(self.config.registries.files),
                                   "fallback": str(self.fallback.mode),
-                                  "buffered_bytes": self.budget.used})
+                                  "buffered_bytes": self.budget.used,
+                                  "cache": self._cache_state()})
 
     async def handle_metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(),
@@ -269,7 +303,30 @@ class Proxy:
 
     async def handle_explain(self, request: web.Request) -> web.Response:
         ref = request.query.get("ref", "")
-        return web.json_response(explain(self.config, ref, self.fallback.mode).to_json())
+        result = explain(self.config, ref, self.fallback.mode)
+        data = result.to_json()
+        data["cache"] = self._cache_state(result.reference)
+        return web.json_response(data)
+
+    def _cache_state(self, reference: object = None) -> dict[str, object]:
+        """The cache's state for /healthz and /mirrorlab/explain (for a reference: whether
+        its manifest is cached, or its tag's last verified answer)."""
+        cache = self.cache
+        if cache is None:
+            return {"enabled": False}
+        state: dict[str, object] = {
+            "enabled": True, **cache.summary(), "serve_stale": self.options.serve_stale,
+            "in_flight": len(self.flights),
+            "note": "a cache hit contacts no source: prove a configuration without --cache"}
+        digest = getattr(reference, "digest", None)
+        if isinstance(digest, str):
+            state["manifest"] = "cached" if cache.lookup("manifest", digest) else "absent"
+        elif reference is not None:
+            record = cache.tags.get(str(reference))
+            state["tag"] = None if record is None else {
+                **record.to_json(), "since": age(record.at),
+                "manifest": "cached" if cache.lookup("manifest", record.digest) else "absent"}
+        return state
 
     async def handle_unsupported(self, request: web.Request) -> web.Response:
         return oci_error(405, "UNSUPPORTED", f"{request.method} {request.path}: mirrorlab is a "
@@ -325,16 +382,26 @@ class Proxy:
         if isinstance(found, Refusal):
             return refusal_response(found)
         home = found.home
+        cache = self.cache
+        by_digest = ":" in identity
+        # A top-level manifest whose policy verifies signatures is read from a source: its
+        # signatures are that source's (a hit or a stale answer would skip them).
+        signed = home is None and self._needs_signatures(found)
+        if cache is not None and by_digest and not signed:
+            hit = self._manifest_hit(request, identity, found)
+            if hit is not None:
+                return hit
         accept = request.headers.getall("Accept", [])
-        upstreams = self.upstreams
-        assert upstreams is not None
-        loop: AttemptLoop[Manifest] = self._loop(request, "manifest", home is not None)
-        manifest = await loop.run(found.candidates,
-                                  lambda step: upstreams.manifest(step.source, accept))
-        step = loop.served_by
+        manifest, step, attempts = await self._fetch_manifest(
+            request, identity, found, accept, shared=cache is not None and by_digest)
         if manifest is None or step is None:
-            return failure_response(loop.attempts, self.fallback.message(
-                loop.attempts, referenced=home is not None), "MANIFEST_UNKNOWN")
+            if cache is not None and not by_digest and self.options.serve_stale \
+                    and not signed:
+                stale = self._stale(request, found, attempts)
+                if stale is not None:
+                    return stale
+            return failure_response(attempts, self.fallback.message(
+                attempts, referenced=home is not None), "MANIFEST_UNKNOWN")
         if home is None:  # a top-level manifest: signatures as the policy requires them
             refusal = await self._verify_signatures(request, step, manifest)
             if refusal is not None:
@@ -343,17 +410,168 @@ class Proxy:
                              referenced_descriptors(manifest.body))
         headers = {**API_VERSION, "Docker-Content-Digest": manifest.digest,
                    SOURCE_HEADER: str(step.source.reference)}
-        served = loop.attempts[-1]
+        served = attempts[-1]
         if served.fallback:
             headers[FALLBACK_HEADER] = "manifest"
         if served.rescued:
             headers[RESCUED_HEADER] = ",".join(served.rescued)
         if manifest.media_type:
             headers["Content-Type"] = manifest.media_type
+        if cache is not None:
+            headers[CACHE_HEADER] = "miss"
+            assert self.cache_metrics is not None
+            self.cache_metrics.requests.labels("manifest", "miss").inc()
+            self._spawn(self._store_manifest(manifest, None if by_digest else str(step.logical),
+                                             str(step.source.reference)))
         if request.method == "HEAD":
             headers["Content-Length"] = str(len(manifest.body))
             return web.Response(status=200, headers=headers)
         return web.Response(status=200, body=manifest.body, headers=headers)
+
+    async def _fetch_manifest(self, request: web.Request, identity: str, found: Chain,
+                              accept: list[str], *, shared: bool
+                              ) -> tuple[Manifest | None, Step | None, list[Attempt]]:
+        """The manifest from the chain's sources. `shared` (the cache is on, a digest is
+        asked): concurrent requests with the same chain and Accept share one fetch."""
+        upstreams = self.upstreams
+        assert upstreams is not None
+        key = (identity, tuple(s.source_name for s in found.candidates),
+               found.home.source_name if found.home else "", tuple(accept))
+        if shared:
+            pending = self._manifest_flights.get(key)
+            if pending is not None:
+                assert self.cache_metrics is not None
+                self.cache_metrics.joined.labels("manifest").inc()
+                return await asyncio.shield(pending)
+        future: asyncio.Future[tuple[Manifest | None, Step | None, list[Attempt]]] | None = None
+        if shared:
+            future = asyncio.get_running_loop().create_future()
+            self._manifest_flights[key] = future
+        loop: AttemptLoop[Manifest] = self._loop(request, "manifest", found.home is not None)
+        result: tuple[Manifest | None, Step | None, list[Attempt]] = (None, None, loop.attempts)
+        try:
+            manifest = await loop.run(found.candidates,
+                                      lambda step: upstreams.manifest(step.source, accept))
+            result = (manifest, loop.served_by, loop.attempts)
+            return result
+        finally:
+            if future is not None:
+                del self._manifest_flights[key]
+                future.set_result(result)  # a failure (or a bug here): the others fail too
+
+    def _needs_signatures(self, found: Chain) -> bool:
+        logicals = {str(step.logical): step.logical for step in found.plan}
+        return any(evaluate_policy(self.config.policy, logical).needs_signatures
+                   for logical in logicals.values())
+
+    def _log_cache(self, request: web.Request, kind: str, logical: str, digest: str,
+                   state: str, detail: str, started: float, **more: object) -> None:
+        """A request the cache answered, as an attempt line whose source is the cache: no
+        source was contacted, so nothing of the mirror chain is shown by it."""
+        log.info(json.dumps({
+            "event": "attempt", "request": request[REQUEST_ID], "kind": kind,
+            "logical": logical, "source": "cache", "outcome": f"cache_{state}",
+            "detail": detail, "ms": round((time.monotonic() - started) * 1000, 2),
+            "fallback": False, "mode": str(self.fallback.mode), "cache": state,
+            "digest": digest, **more}))
+
+    def _manifest_hit(self, request: web.Request, digest: str,
+                      found: Chain) -> web.Response | None:
+        cache, metrics = self.cache, self.cache_metrics
+        assert cache is not None and metrics is not None
+        started = time.monotonic()
+        try:
+            got = cache.read_manifest(digest)
+        except CorruptEntry as error:
+            metrics.corrupt.labels("manifest").inc()
+            log.warning(json.dumps({"event": "cache_corrupt", "request": request[REQUEST_ID],
+                                    "kind": "manifest", "digest": digest, "error": str(error)}))
+            return None
+        if got is None:
+            return None
+        media_type, body = got
+        if found.home is not None:  # a per-platform manifest: its blobs go where a node's
+            self.memory.remember(_request_name(request), found.home, found.plan, digest,
+                                 referenced_descriptors(body))
+        metrics.requests.labels("manifest", "hit").inc()
+        self._log_cache(request, "manifest", str(found.plan[0].logical), digest, "hit",
+                        "served from the verified cache (hashed on read); no source "
+                        "contacted", started)
+        headers = {**API_VERSION, "Docker-Content-Digest": digest, CACHE_HEADER: "hit"}
+        if media_type:
+            headers["Content-Type"] = media_type
+        if request.method == "HEAD":
+            headers["Content-Length"] = str(len(body))
+            return web.Response(status=200, headers=headers)
+        return web.Response(status=200, body=body, headers=headers)
+
+    def _stale(self, request: web.Request, found: Chain,
+               attempts: list[Attempt]) -> web.Response | None:
+        """--serve-stale: every source down, the last verified answer for the tag."""
+        cache, metrics = self.cache, self.cache_metrics
+        assert cache is not None and metrics is not None
+        if not stale_allowed(attempts):
+            return None
+        started = time.monotonic()
+        for reference in dict.fromkeys(str(step.logical) for step in found.plan):
+            try:
+                got = cache.stale(reference)
+            except CorruptEntry:
+                metrics.corrupt.labels("manifest").inc()
+                continue
+            if got is None:
+                continue
+            record, media_type, body = got
+            since = age(record.at)
+            metrics.requests.labels("manifest", "stale").inc()
+            self._log_cache(request, "manifest", reference, record.digest, "stale",
+                            f"every source failed; served the last verified answer for "
+                            f"{reference} ({since}, from {record.source})", started,
+                            since=since, answered_by=record.source)
+            headers = {**API_VERSION, "Docker-Content-Digest": record.digest,
+                       CACHE_HEADER: "stale", STALE_HEADER: since}
+            if media_type:
+                headers["Content-Type"] = media_type
+            if request.method == "HEAD":
+                headers["Content-Length"] = str(len(body))
+                return web.Response(status=200, headers=headers)
+            return web.Response(status=200, body=body, headers=headers)
+        return None
+
+    async def _store_manifest(self, manifest: Manifest, reference: str | None,
+                              source: str) -> None:
+        """Keep a served manifest under its digest, and a tag's answer (for --serve-stale);
+        in the background, after the response."""
+        cache, metrics = self.cache, self.cache_metrics
+        assert cache is not None and metrics is not None
+        digest = manifest.digest
+        try:
+            if cache.lookup("manifest", digest) is None and digest not in self._storing:
+                self._storing.add(digest)
+                size = len(cache.manifest_bytes(manifest.media_type, manifest.body))
+                try:
+                    cache.reserve(size)
+                    try:
+                        entry = await asyncio.to_thread(cache.write_manifest, digest,
+                                                        manifest.media_type, manifest.body)
+                    finally:
+                        cache.unreserve(size)
+                    cache.add(entry)
+                    metrics.fills.labels("manifest", "stored").inc()
+                finally:
+                    self._storing.discard(digest)
+            if reference is not None:
+                record = TagRecord(reference, digest, manifest.media_type, source, time.time())
+                if cache.tag_changed(record):
+                    cache.tags[reference] = record
+                    await asyncio.to_thread(cache.write_tag, record)
+        except (OSError, CacheUnavailable) as error:
+            metrics.fills.labels("manifest", "uncached").inc()
+            reason = error.reason if isinstance(error, CacheUnavailable) else \
+                f"{error.strerror or error}"
+            log.warning(json.dumps({"event": "cache_fill", "kind": "manifest",
+                                    "digest": digest, "result": "uncached",
+                                    "reason": reason}))
 
     async def _verify_signatures(self, request: web.Request, step: Step,
                                  manifest: Manifest) -> web.Response | None:
@@ -455,6 +673,20 @@ class Proxy:
         found = self._steps(request, "blob", digest)
         if isinstance(found, Refusal):
             return refusal_response(found)
+        if self.cache is not None:
+            response = await self._cached_blob(request, digest, found)
+            if response is not None:
+                return response
+        return await self._blob_from_sources(request, digest, found)
+
+    def _client_gone(self, request: web.Request, digest: str, at: int) -> None:
+        self.metrics.client_aborts.labels("blob").inc()
+        log.info(json.dumps({"event": "client_gone", "request": request[REQUEST_ID],
+                             "digest": digest, "at": at}))
+
+    async def _blob_from_sources(self, request: web.Request, digest: str,
+                                 found: Chain) -> web.StreamResponse:
+        """The uncached way: this request's own transfer from its chain's sources."""
         home = found.home
         upstreams = self.upstreams
         assert upstreams is not None
@@ -462,6 +694,8 @@ class Proxy:
                             metrics=self.metrics, fallback=self.fallback,
                             suspects=self.suspects, size=found.size,
                             home=home.source_name if home else None)
+        if self.cache is not None:
+            blob.extra_headers[CACHE_HEADER] = "miss"
         loop: AttemptLoop[None] = self._loop(request, "blob", home is not None)
         started = time.monotonic()
         try:
@@ -469,9 +703,7 @@ class Proxy:
             served = loop.attempts[-1] if loop.served_by is not None else None
             response = await blob.finish(served.rescued if served else ())
         except ClientGone:  # the transfer ends here; no source is blamed
-            self.metrics.client_aborts.labels("blob").inc()
-            log.info(json.dumps({"event": "client_gone", "request": request[REQUEST_ID],
-                                 "digest": digest, "at": blob.received}))
+            self._client_gone(request, digest, blob.received)
             if request.transport is not None:
                 request.transport.abort()
             return blob.response or web.Response(status=499)
@@ -485,6 +717,175 @@ class Proxy:
             return failure_response(loop.attempts, self.fallback.message(
                 loop.attempts, referenced=home is not None), "BLOB_UNKNOWN")
         return response
+
+    # ------------------------------------------------------------ blobs, with the cache
+
+    async def _cached_blob(self, request: web.Request, digest: str,
+                           found: Chain) -> web.StreamResponse | None:
+        """A hit from its file; a miss through the flight for this digest and chain (one
+        upstream fetch for concurrent requests). None: serve it the uncached way."""
+        cache, metrics = self.cache, self.cache_metrics
+        assert cache is not None and metrics is not None
+        logical = str(found.plan[0].logical) if found.plan else ""
+        entry = cache.lookup("blob", digest)
+        if entry is not None:
+            started = time.monotonic()
+            headers = {**API_VERSION, "Docker-Content-Digest": digest,
+                       "Content-Type": "application/octet-stream", CACHE_HEADER: "hit"}
+            response = await serve_blob_hit(request, cache, entry, headers, found.size,
+                                            metrics, lambda: self._client_gone(request,
+                                                                               digest, -1))
+            if response is not None:
+                metrics.requests.labels("blob", "hit").inc()
+                self._log_cache(request, "blob", logical, digest, "hit",
+                                "served from the verified cache; no source contacted",
+                                started, bytes=entry.size)
+                return response
+            log.warning(json.dumps({"event": "cache_dropped", "request": request[REQUEST_ID],
+                                    "digest": digest, "detail": "the entry was gone or did "
+                                    "not match its digest or size: removed, asked of the "
+                                    "sources"}))
+        metrics.requests.labels("blob", "miss").inc()
+        if request.method == "HEAD":
+            return None  # a HEAD of a miss is asked of the sources; nothing to cache
+        key: FlightKey = (digest, tuple(s.source_name for s in found.candidates),
+                          found.home.source_name if found.home else "")
+        flight = self.flights.get(key)
+        joined = flight is not None
+        if flight is None:
+            flight = self._start_flight(request, key, digest, found)
+            if flight is None:
+                return None
+        else:
+            metrics.joined.labels("blob").inc()
+        flight.readers += 1
+        log.info(json.dumps({"event": "cache", "request": request[REQUEST_ID], "kind": "blob",
+                             "logical": logical, "digest": digest, "cache": "miss",
+                             "flight": flight.request_id, "joined": joined}))
+        result = await read_flight(request, flight, cache, self._flight_headers,
+                                   lambda: self._client_gone(request, digest, -1))
+        if isinstance(result, web.StreamResponse):
+            return result
+        if result is FlightState.UNCACHED:
+            return None
+        if flight.reason.startswith("mirrorlab bug"):
+            return oci_error(500, "UNKNOWN", flight.reason)
+        return failure_response(flight.attempts, self.fallback.message(
+            flight.attempts, referenced=flight.referenced), "BLOB_UNKNOWN")
+
+    def _flight_headers(self, flight: Flight) -> dict[str, str]:
+        step = flight.step
+        assert step is not None
+        headers = {**API_VERSION, "Docker-Content-Digest": flight.digest,
+                   "Content-Type": "application/octet-stream",
+                   SOURCE_HEADER: str(step.source.reference), CACHE_HEADER: "miss"}
+        home = flight.key[2]
+        if home and step.source_name != home:
+            headers[FALLBACK_HEADER] = "blob"
+        if flight.rescued:
+            headers[RESCUED_HEADER] = ",".join(flight.rescued)
+        return headers
+
+    def _uncached(self, request_id: int, digest: str, reason: str) -> None:
+        assert self.cache_metrics is not None
+        self.cache_metrics.fills.labels("blob", "uncached").inc()
+        log.warning(json.dumps({"event": "cache_fill", "request": request_id, "kind": "blob",
+                                "digest": digest, "result": "uncached", "reason": reason}))
+
+    def _start_flight(self, request: web.Request, key: FlightKey, digest: str,
+                      found: Chain) -> Flight | None:
+        cache, upstreams = self.cache, self.upstreams
+        assert cache is not None and upstreams is not None
+        flight = Flight(key, digest, request[REQUEST_ID], referenced=found.home is not None)
+        fill = CacheFill(flight, cache, upstreams=upstreams, metrics=self.metrics,
+                         fallback=self.fallback, suspects=self.suspects, size=found.size,
+                         home=found.home.source_name if found.home else None)
+        if found.size is not None:  # room first, before any source is asked
+            try:
+                fill.allocate(found.size)
+            except CacheUnavailable as error:
+                self._uncached(request[REQUEST_ID], digest, error.reason)
+                return None
+        elif cache.disk_full():
+            self._uncached(request[REQUEST_ID], digest, "the cache's disk was full moments "
+                           "ago")
+            return None
+        self.flights[key] = flight
+        self._spawn(self._fly(request, flight, fill, found))
+        return flight
+
+    async def _fly(self, request: web.Request, flight: Flight, fill: CacheFill,
+                   found: Chain) -> None:
+        """The flight's one walk over the chain, into the temporary file; then into the
+        cache (fsync, rename), before it leaves the table."""
+        cache, metrics = self.cache, self.cache_metrics
+        assert cache is not None and metrics is not None
+        loop: AttemptLoop[None] = self._loop(request, "blob", flight.referenced)
+        started = time.monotonic()
+        result = "failed"
+        try:
+            try:
+                await loop.run(found.candidates, fill.attempt, found.walk)
+            except CacheUnavailable as error:
+                flight.state, flight.reason, result = \
+                    FlightState.UNCACHED, error.reason, "uncached"
+            except Exception as error:  # a bug: its readers answer 500, as the uncached way
+                flight.state = FlightState.FAILED
+                flight.reason = f"mirrorlab bug: {type(error).__name__}"
+                log.error(json.dumps({"event": "bug", "request": flight.request_id,
+                                      "kind": "blob", "error": f"{type(error).__name__}: "
+                                      f"{error}"}))
+            flight.attempts = loop.attempts
+            if flight.state is FlightState.RUNNING:
+                if loop.served_by is not None:
+                    flight.rescued = loop.attempts[-1].rescued
+                    flight.state = FlightState.VERIFIED
+                else:
+                    flight.state = FlightState.FAILED
+            flight.notify()
+            if flight.state is FlightState.VERIFIED:
+                result = await self._commit(flight, fill)
+                while flight.waiting and flight.path is None:  # uncommitted: let them open it
+                    await flight.changed()
+        finally:
+            if flight.state is FlightState.RUNNING:  # cancelled: the proxy stops
+                flight.state, flight.attempts = FlightState.FAILED, loop.attempts
+            fill.release()
+            if self.flights.get(flight.key) is flight:
+                del self.flights[flight.key]
+            flight.notify()
+            metrics.fills.labels("blob", result).inc()
+            event: dict[str, object] = {
+                "event": "cache_fill", "request": flight.request_id, "kind": "blob",
+                "digest": flight.digest, "result": result, "bytes": flight.total,
+                "readers": flight.readers,
+                "ms": round((time.monotonic() - started) * 1000, 2)}
+            if flight.reason:
+                event["reason"] = flight.reason
+            if len(fill.segments) > 1:
+                event["sources"] = fill.contributors()
+            log.info(json.dumps(event))
+
+    async def _commit(self, flight: Flight, fill: CacheFill) -> str:
+        cache = self.cache
+        assert cache is not None
+        assert flight.fd is not None and flight.temp is not None and flight.total is not None
+        if flight.passthrough:
+            flight.reason = flight.passthrough
+            return "uncached"
+        try:
+            entry = await asyncio.to_thread(cache.commit_file, flight.fd, flight.temp, "blob",
+                                            flight.digest, flight.total)
+        except OSError as error:  # served from the temporary file all the same
+            flight.reason = f"committing: {error.strerror or error}"
+            return "uncached"
+        flight.temp = None  # renamed: nothing left to remove
+        flight.path = cache.path("blob", flight.digest)
+        fill.release()  # readers that come now open the entry itself
+        cache.add(entry)
+        entry.readers += flight.active
+        flight.entry = entry
+        return "stored"
 
 
 def _bad_request_filter(record: logging.LogRecord) -> bool:
@@ -527,6 +928,9 @@ async def serve(options: ServeOptions, host: str, port: int,
                              "fallback": str(options.fallback),
                              "any_registry": options.any_registry,
                              "files": list(proxy.config.registries.files)}))
+        if proxy.cache is not None:
+            log.info(json.dumps({"event": "cache", **proxy._cache_state(),
+                                 "removed_temporary": len(proxy.cache.cleaned)}))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
