@@ -18,7 +18,11 @@
 - failover cost: what a pull pays when the first mirror refuses connections or accepts and
   hangs (bounded by the read timeout), for the first pull and, with the cool-down on, later;
   measured on a proxy of its own in resilient mode (the one with a cool-down) with a short
-  read timeout, while every other figure comes from a proxy on `mirrorlab serve`'s defaults.
+  read timeout, while every other figure comes from a proxy on `mirrorlab serve`'s defaults;
+- the verified cache (`serve --cache`, a proxy of its own): the large blob cold (its entry
+  removed before each rep; alternated with direct and the relay) and warm (alternated with
+  nginx's warm cache), and 128 concurrent cold pulls of the many-layer image, then warm,
+  with the origin's requests for each blob counted (single flight: one each).
 
 Every figure is reported beside its baseline and as a ratio; the targets of issue 15 are
 ratios to those baselines (see `bench_report.TARGETS`), each marked met or missed.
@@ -36,6 +40,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +98,12 @@ async def _throughput(urls: list[str], size: int, pids: dict[str, int]) -> dict[
 
 
 async def _alternated(cases: dict[str, tuple[str, dict[str, int]]], size: int,
-                      reps: int) -> dict[str, dict[str, Any]]:
+                      reps: int, after: dict[str, Callable[[], Awaitable[None]]] | None = None
+                      ) -> dict[str, dict[str, Any]]:
     """Each case's URL downloaded `reps` times, the cases taking turns rep by rep (a noisy
     moment of the machine falls on all of them), each on its own kept-alive session; the CPU
-    of each case's processes is counted only while that case downloads."""
+    of each case's processes is counted only while that case downloads. `after[name]` runs
+    after each of that case's reps, unmeasured (a cold cache is made cold again)."""
     timings: dict[str, list[float]] = {name: [] for name in cases}
     spent = {name: dict.fromkeys([*pids, "client"], 0.0) for name, (_, pids) in cases.items()}
     sessions = {name: aiohttp.ClientSession(auto_decompress=False) for name in cases}
@@ -107,6 +114,8 @@ async def _alternated(cases: dict[str, tuple[str, dict[str, int]]], size: int,
                     timings[name].append(await _download(sessions[name], url, size))
                 for process, seconds in cpu.spent.items():
                     spent[name][process] += seconds
+                if after and name in after:
+                    await after[name]()
     finally:
         for session in sessions.values():
             await session.close()
@@ -274,6 +283,59 @@ async def _failover(base: str, digest: str, fronts: dict[str, FaultProxy],
         figures[name] = {"healthy_p50_ms": round(healthy, 3),
                          "first_pulls_extra_ms": [round(t - healthy, 1) for t in first],
                          "later_p50_extra_ms": round(rest - healthy, 3)}
+    return figures
+
+
+def _blob_gets(registry: RegistryProcess, repository: str) -> dict[str, int]:
+    """GET requests for each blob of `repository` in the registry's access log so far."""
+    counts: dict[str, int] = {}
+    prefix = f"GET /v2/{repository}/blobs/"
+    for line in registry.requests_seen():
+        if line.startswith(prefix):
+            digest = line[len(prefix):].split(" ", 1)[0].split("?", 1)[0]
+            counts[digest] = counts.get(digest, 0) + 1
+    return counts
+
+
+class _ColdAgain:
+    """After a cold rep through the cache: wait until the fill entered the cache (its fsync
+    and rename come after the last byte), note how long that took, and remove the entry, as
+    `mirrorlab cache prune` would, so that the next rep is cold again."""
+
+    def __init__(self, entry: Path) -> None:
+        self.entry = entry
+        self.commit_s: list[float] = []
+
+    async def stored(self) -> float:
+        """Seconds until the entry is in the cache."""
+        started = time.perf_counter()
+        while not self.entry.exists():
+            if time.perf_counter() - started > 60:
+                raise RuntimeError(f"the cache never stored {self.entry.name}")
+            await asyncio.sleep(0.01)
+        return round(time.perf_counter() - started, 3)
+
+    async def __call__(self) -> None:
+        self.commit_s.append(await self.stored())
+        self.entry.unlink()
+
+
+async def _cache_concurrent(base: str, ref: str, pulls: int, pids: dict[str, int],
+                            origin: RegistryProcess, digests: list[str]) -> dict[str, Any]:
+    """`pulls` cold pulls at once through the cache, then as many warm: MB/s, p99 and the
+    origin's GETs of each blob during the cold run (one each when they share one fetch)."""
+    figures: dict[str, Any] = {"pulls": pulls, "blobs": len(digests)}
+    before = _blob_gets(origin, "bench/many")
+    cold = await _concurrent_once(base, ref, pulls, pids)
+    await asyncio.sleep(0.5)  # the registry's access log is written as it answers
+    after = _blob_gets(origin, "bench/many")
+    fetched = [after.get(d, 0) - before.get(d, 0) for d in digests]
+    figures["upstream_gets_per_blob"] = {"max": max(fetched), "min": min(fetched),
+                                         "total": sum(fetched)}
+    warm = await _concurrent_once(base, ref, pulls, pids)
+    for name, (mb_per_s, p99, cpu) in (("cold", cold), ("warm", warm)):
+        figures[name] = {"aggregate_mb_per_s": round(mb_per_s, 1), "p99_pull_s": round(p99, 3),
+                         "cpu_s_per_gb": cpu}
     return figures
 
 
@@ -458,6 +520,7 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
     relay: subprocess.Popen[bytes] | None = None
     nginx: subprocess.Popen[bytes] | None = None
     failover_proxy: subprocess.Popen[bytes] | None = None
+    cached_proxy: subprocess.Popen[bytes] | None = None
     fronts: dict[str, FaultProxy] = {}
     results: dict[str, Any] = {"blob_mib": size_mib, "large_blob_mib": large_mib, "reps": reps,
                                "requests": requests, "cores": len(os.sched_getaffinity(0)),
@@ -501,6 +564,14 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
         failover_proxy, failover_port = _start_proxy(workdir, "failover", failover_conf,
                                                      "--read-timeout", str(READ_TIMEOUT),
                                                      "--fallback", "resilient")
+        # The verified cache: a proxy of its own, so that the figures above stay uncached.
+        cache_dir = (workdir / "cache").resolve()
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        cached_proxy, cached_port = _start_proxy(
+            workdir, "cached", f'[[registry]]\nlocation = "quay.io/bench"\n'
+            f'[[registry.mirror]]\nlocation = "{origin.address}/bench"\ninsecure = true\n',
+            "--cache", str(cache_dir))
+        cold_again = _ColdAgain(cache_dir / "blobs" / "sha256" / layer.split(":", 1)[1])
         pull_through = RegistryProcess(workdir, "pull-through", proxy_remote=origin.url)
         pull_through.start()
         assert origin.pid is not None and pull_through.pid is not None
@@ -519,16 +590,20 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
         cached = f"http://127.0.0.1:{nginx_cache_port}/v2/bench/app"
         served_by_relay = {"origin": origin.pid, "relay": relay.pid}
         served_by_nginx = {"origin": origin.pid, "nginx": nginx.pid}
+        through_cache = f"http://127.0.0.1:{cached_port}/v2/quay.io/bench/app"
+        served_by_cache = {"origin": origin.pid, "proxy": cached_proxy.pid}
 
         async def measure() -> None:
-            assert proxy is not None
-            with _PeakRss(proxy.pid) as rss:
+            assert proxy is not None and cached_proxy is not None
+            with _PeakRss(proxy.pid) as rss, _PeakRss(cached_proxy.pid) as cached_rss:
                 blob_figures = results["blob"] = await _alternated(
                     {"direct": (f"{direct}/blobs/{layer}", served_by_origin),
                      "relay": (f"{relayed}/blobs/{layer}", served_by_relay),
                      "mirrorlab": (f"{mirrored}/blobs/{layer}", served_by_proxy),
-                     "nginx_relay": (f"{nginx_relayed}/blobs/{layer}", served_by_nginx)},
-                    size, reps)
+                     "nginx_relay": (f"{nginx_relayed}/blobs/{layer}", served_by_nginx),
+                     "mirrorlab_cache_cold": (f"{through_cache}/blobs/{layer}",
+                                              served_by_cache)},
+                    size, reps, after={"mirrorlab_cache_cold": cold_again})
             with _PeakRss(proxy.pid) as large_rss:
                 await _throughput([f"{mirrored}/blobs/{large_layer}"], large_size,
                                   served_by_proxy)
@@ -544,9 +619,23 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
             blob_figures["nginx_cache_cold"] = await _throughput(
                 [f"{cached}/blobs/{layer}?cold={rep}" for rep in range(reps)], size,
                 served_by_nginx)
+            # Warm: nginx's cache and mirrorlab's, alternated, after one unmeasured fill each.
             await _throughput([f"{cached}/blobs/{layer}"], size, served_by_nginx)
-            blob_figures["nginx_cache_warm"] = await _throughput(
-                [f"{cached}/blobs/{layer}"] * reps, size, served_by_nginx)
+            await _throughput([f"{through_cache}/blobs/{layer}"], size, served_by_cache)
+            await cold_again.stored()
+            with _PeakRss(cached_proxy.pid) as warm_rss:
+                blob_figures.update(await _alternated(
+                    {"nginx_cache_warm": (f"{cached}/blobs/{layer}", served_by_nginx),
+                     "mirrorlab_cache_warm": (f"{through_cache}/blobs/{layer}",
+                                              served_by_cache)}, size, reps))
+            results["cache"] = {
+                "commit_after_last_byte_s": cold_again.commit_s,
+                "proxy_peak_rss_mib": round(max(cached_rss.peak_kib,
+                                                warm_rss.peak_kib) / 1024, 1),
+                "concurrent": await _cache_concurrent(
+                    f"http://127.0.0.1:{cached_port}/v2/quay.io/bench/many", many.digest,
+                    128, served_by_cache, origin,
+                    [many.config.digest, *(blob.digest for blob in many.layers)])}
             results["failover"] = await _failover(f"http://127.0.0.1:{failover_port}/v2", digest,
                                                   fronts)
             results["concurrent"] = {
@@ -575,7 +664,7 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
     finally:
         for front in fronts.values():
             front.stop()
-        for process in (failover_proxy, proxy, relay, nginx):
+        for process in (failover_proxy, proxy, cached_proxy, relay, nginx):
             if process is not None:
                 process.terminate()
                 process.wait(timeout=10)

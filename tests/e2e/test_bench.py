@@ -38,14 +38,19 @@ def test_bench_writes_results_beside_their_baselines(tmp_path: Path) -> None:
     assert results["ratios"]["mirrorlab_vs_direct_throughput"] > 0
     assert results["ratios"]["mirrorlab_vs_relay_throughput"] > 0
     # Every target of issue 15 is reported, met or missed.
-    assert len(results["targets"]) == 9
+    assert len(results["targets"]) == 12
     assert all(isinstance(target["met"], bool) for target in results["targets"])
     report = (tmp_path / "out/results.md").read_text()
     assert "| mirrorlab |" in report and "| verifying relay (C) |" in report
     assert "| nginx cache warm |" in report
-    assert sum(line.endswith(("| met |", "| MISSED |")) for line in report.splitlines()) == 9
+    assert sum(line.endswith(("| met |", "| MISSED |")) for line in report.splitlines()) == 12
     # nginx served the warm reps from its cache, not from the origin.
     assert list((tmp_path / "work/nginx/cache").rglob("*"))
+    # The verified cache: 128 cold pulls fetched each blob of the image once.
+    concurrent = results["cache"]["concurrent"]
+    assert concurrent["upstream_gets_per_blob"] == {"max": 1, "min": 1,
+                                                    "total": concurrent["blobs"]}
+    assert "| mirrorlab cache warm |" in report
     assert all(results["podman"][name]["median_s"] > 0 for name in ("direct", "mirrorlab"))
     # Behaviour, not speed: a hung first mirror is waited out once, then skipped.
     hung = results["failover"]["hung"]["first_pulls_extra_ms"]
