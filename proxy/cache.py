@@ -64,6 +64,16 @@ class Entry:
     """Bytes on disk (for a manifest: its header line too)."""
     readers: int = 0
     """Responses reading it now: eviction passes it by."""
+    checked: tuple[int, int, int, int] | None = None
+    """The file (inode, size, mtime and ctime in ns) as it was when its bytes last matched
+    the digest in this process: a file changed since (a write, even one that put its mtime
+    back) is hashed again before it is served."""
+    touched: float = 0.0
+    """When its mtime was last set to now (at most once a minute)."""
+
+
+def file_key(stat: os.stat_result) -> tuple[int, int, int, int]:
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
 @dataclass(frozen=True)
@@ -307,12 +317,24 @@ class CacheStore:
         entry.readers = max(entry.readers - 1, 0)
 
     def touch(self, entry: Entry) -> None:
-        """Most recently used now; kept in the file's mtime for the next start."""
+        """Most recently used now; kept in the file's mtime (at most once a minute) for
+        the next start."""
         key = (entry.kind, entry.digest)
         if key in self.entries:
             self.entries.move_to_end(key)
-        with contextlib.suppress(OSError):
-            os.utime(self.path(entry.kind, entry.digest))
+        now = time.monotonic()
+        if now - entry.touched < 60:
+            return
+        entry.touched = now
+        path = self.path(entry.kind, entry.digest)
+        try:
+            os.utime(path)
+            if entry.checked is not None:  # our own change: still the bytes that matched
+                stat = os.stat(path)
+                if stat.st_ino == entry.checked[0] and stat.st_size == entry.checked[1]:
+                    entry.checked = file_key(stat)
+        except OSError:
+            pass
 
     def forget(self, kind: str, digest: str, *, remove: bool = True) -> None:
         """Drop an entry (gone from disk, or found bad): never served again."""
@@ -385,7 +407,8 @@ class CacheStore:
         os.fsync(fd)
         os.rename(temp, final)
         _fsync_dir(final.parent)
-        return Entry(kind, digest, size)
+        return Entry(kind, digest, size, checked=file_key(os.fstat(fd)),
+                     touched=time.monotonic())
 
     def add(self, entry: Entry) -> None:
         key = (entry.kind, entry.digest)

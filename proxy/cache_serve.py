@@ -4,9 +4,10 @@ where the transport cannot, as under TLS); and the cache's metrics.
 
 A hit is checked before it is served: the file's size against the index (and against the
 manifest descriptor's size when a served manifest gave one), and an entry of at most 4 MiB
-is hashed on every read, as cheap as reading it. A larger entry is not re-hashed on a hit
-(that would cost what sendfile saves): a byte flipped on disk in one is found by `mirrorlab
-cache verify`, which removes it, and it is never served after that.
+is hashed whenever its file is not the one whose bytes last matched in this process (inode,
+size, mtime, ctime: the first read after a start, any write to it since). A larger entry is not
+re-hashed on a hit (that would cost what sendfile saves): a byte flipped on disk in one is
+found by `mirrorlab cache verify`, which removes it, and it is never served after that.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .blobs import SMALL_BLOB, STREAM_CHUNK, ClientGone, parse_range
-from .cache import HASH_PIECE, CacheStore, CorruptEntry, Entry
+from .cache import HASH_PIECE, CacheStore, CorruptEntry, Entry, file_key
 from .flight import Flight, FlightState
 from .outcomes import NOT_CONTACTED, Attempt, Outcome
 from .responses import oci_error
@@ -156,14 +157,17 @@ async def serve_blob_hit(request: web.Request, store: CacheStore, entry: Entry,
     store.pin(entry)
     corrupt = False
     try:
-        actual = os.fstat(file.fileno()).st_size
+        stat = os.fstat(file.fileno())
+        actual = stat.st_size
         if actual != entry.size or (size is not None and actual != size):
             raise CorruptEntry("blob", entry.digest)
-        if actual <= SMALL_BLOB and request.method != "HEAD":
+        if actual <= SMALL_BLOB and request.method != "HEAD" \
+                and entry.checked != file_key(stat):
             algorithm = entry.digest.split(":", 1)[0]
             found = await asyncio.to_thread(_hash_fd, file.fileno(), algorithm, actual)
             if found != entry.digest:
                 raise CorruptEntry("blob", entry.digest)
+            entry.checked = file_key(stat)
         try:
             window = _window(request, actual)
         except ValueError:

@@ -129,6 +129,7 @@ def test_a_restart_keeps_entries_and_their_recency(tmp_path: Path) -> None:
     os.utime(store.path("blob", second), (2, 2))
     entry = store.lookup("blob", first)
     assert entry is not None
+    entry.touched -= 60  # its mtime is set at most once a minute: a minute later
     store.touch(entry)
     digest = _digest(b'{"a":1}')
     store.add(store.write_manifest(digest, "application/json", b'{"a":1}'))
@@ -408,15 +409,26 @@ def test_a_cache_file_corrupted_on_disk_is_not_served(tmp_path: Path) -> None:
         response = await client.get(BLOB + small)  # found on read, removed, refetched
         assert await response.read() == SMALL
         assert response.headers["X-Mirrorlab-Cache"] == "miss"
+        await asyncio.sleep(0.2)
+        hit = await client.get(BLOB + small)  # hashed once in this process: not again
+        assert hit.headers["X-Mirrorlab-Cache"] == "hit" and await hit.read() == SMALL
+        path = store_path / small.split(":")[1]
+        mtime = path.stat().st_mtime_ns
+        with open(path, "r+b") as handle:  # corrupted while the proxy runs
+            handle.write(b"Y")
+        os.utime(path, ns=(mtime, mtime))  # even with its mtime put back
+        response = await client.get(BLOB + small)
+        assert await response.read() == SMALL
+        assert response.headers["X-Mirrorlab-Cache"] == "miss"
         assert main(["cache", "verify", str(root)]) == 1  # the large one: removed
         response = await client.get(BLOB + large)
         assert await response.read() == LARGE
         assert response.headers["X-Mirrorlab-Cache"] == "miss"
         metrics = (await (await client.get("/metrics")).read()).decode()
-        assert 'mirrorlab_cache_corrupt_total{kind="blob"} 1.0' in metrics
+        assert 'mirrorlab_cache_corrupt_total{kind="blob"} 2.0' in metrics
 
     _run(tmp_path, registry, read, cache=root)
-    assert registry.blob_gets == [small, large, small, large]
+    assert registry.blob_gets == [small, large, small, small, large]
     assert main(["cache", "verify", str(root)]) == 0
 
 
@@ -541,3 +553,30 @@ def test_tags_go_upstream_and_serve_stale_when_every_source_is_down(
         assert (await client.get(path + "v1")).status == 404
 
     _run(tmp_path, registry, body, serve_stale=stale)
+
+
+def test_the_cache_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "c"
+    store = CacheStore(root)
+    old, new = _put(store, b"o" * 300), _put(store, b"n" * 200)
+    os.utime(store.path("blob", old), (1, 1))
+    store.write_tag(TagRecord("q.io/ns/app:v1", new, "application/json", "m1/ns/app:v1", 5.0))
+    assert main(["cache", "ls", str(root)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"blob      {new}") and lines[1].startswith(f"blob      {old}")
+    assert lines[2].startswith(f"tag       q.io/ns/app:v1 -> {new}")
+    assert lines[3].startswith("2 entries, 500 bytes")
+    assert main(["cache", "ls", "--json", str(root)]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(e["kind"], e["digest"]) for e in listed] == [("blob", new), ("blob", old),
+                                                          ("tag", new)]
+    assert main(["cache", "prune", str(root), "--max-gib", str(250 / 1024**3)]) == 0
+    assert f"removed blob {old} (300 bytes" in capsys.readouterr().out
+    assert main(["cache", "ls", str(tmp_path)]) == 2  # not a cache: one error line
+    assert capsys.readouterr().err.startswith("error: ")
+    with pytest.raises(SystemExit) as exited:  # argparse's one line
+        main(["cache", "prune", str(root), "--max-gib", "-1"])
+    assert exited.value.code == 2
+    assert "a size is a finite number >= 0" in capsys.readouterr().err
+    assert main(["serve", "--serve-stale"]) == 2
+    assert "need --cache DIR" in capsys.readouterr().err
