@@ -33,10 +33,10 @@ from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 
+from ..gojson import go_base64, go_quote
 from ..policy import Requirement
 from ..reference import ImageReference
 from . import gpg, sigstore
-from .gojson import go_base64_decode, go_quote
 from .identity import DEFAULT_IDENTITY, identity_matches
 from .payload import (
     SIGSTORE_TYPE,
@@ -174,7 +174,7 @@ def _load_sources(read_file: ReadFile, *, path: str | None = None,
 def _b64(value: Any) -> bytes | None:
     if value is None:
         return None
-    return go_base64_decode(str(value))
+    return go_base64(str(value))
 
 
 # ---------------------------------------------------------------- signedBy
@@ -228,7 +228,7 @@ def _trust_root(fields: Mapping[str, Any], read_file: ReadFile) -> _TrustRoot:
     """prepareTrustRoot; raises `_Rejected` with its text."""
     def datas(key: str) -> list[bytes] | None:
         value = fields.get(key)
-        return None if value is None else [go_base64_decode(str(v)) for v in value]
+        return None if value is None else [go_base64(str(v)) for v in value]
 
     try:
         keys = _load_sources(read_file, path=fields.get("keyPath"), paths=fields.get("keyPaths"),
@@ -442,7 +442,7 @@ def _sigstore_from_chunk(chunk: bytes) -> SigstoreSignature:
     if not isinstance(value, dict):
         raise ValueError("json: cannot unmarshal into a sigstore signature")
     media_type = value.get("mimeType") or ""
-    payload = go_base64_decode(value.get("payload") or "")
+    payload = go_base64(value.get("payload") or "")
     annotations = value.get("annotations") or {}
     return SigstoreSignature(payload, {str(k): str(v) for k, v in annotations.items()},
                              str(media_type))

@@ -20,15 +20,18 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from ..reference import InvalidReference, validate_digest
-from .gojson import (
-    JSONFormatError,
+from ..gojson import (
+    Handler,
+    JSONError,
+    as_any,
     as_float,
     as_string,
+    decode,
     go_quote,
-    parse_exact,
-    parse_object,
+    walk,
+    walk_exact,
 )
+from ..reference import InvalidReference, validate_digest
 
 SIMPLE_SIGNING_TYPE = "atomic container signature"
 SIGSTORE_TYPE = "cosign container image signature"
@@ -54,34 +57,36 @@ def parse_payload(data: bytes, signature_type: str) -> UntrustedPayload:
     `InvalidSignature` with upstream's text."""
     try:
         return _parse(data, signature_type)
-    except JSONFormatError as error:
+    except JSONError as error:
         raise InvalidSignature(str(error)) from None
 
 
 def _parse(data: bytes, signature_type: str) -> UntrustedPayload:
     critical: list[Any] = []
     optional: list[Any] = []
-    parse_exact(data, {"critical": critical.append, "optional": optional.append})
+    walk_exact(decode(data), {"critical": critical.append, "optional": optional.append})
     creator: str | None = None
     timestamp: int | None = None
     # cosign writes "optional": null when there are no annotations; sigstore accepts it,
     # simple signing does not (it asks for an object).
     if not (signature_type == SIGSTORE_TYPE and optional[0] is None):
-        got_creator = got_timestamp = False
-        creator_value, timestamp_value = "", 0.0
-        for key, value in parse_object(optional[0], lambda _key: True):
-            if key == "creator":
-                got_creator = True
-                creator_value = as_string(value, creator_value)
-            elif key == "timestamp":
-                got_timestamp = True
-                timestamp_value = as_float(value, timestamp_value)
-        if got_creator:
-            creator = creator_value
-        if got_timestamp:
-            if not timestamp_value.is_integer():
+        # creator into a string, timestamp into a float64, any other key into an `any`
+        decoders: dict[str, Handler] = {"creator": as_string, "timestamp": as_float}
+        found: dict[str, Any] = {}
+
+        def optional_field(key: str) -> Handler:
+            def store(value: Any) -> None:
+                decoder: Handler = decoders.get(key, as_any)
+                found[key] = decoder(value)
+            return store
+
+        walk(optional[0], optional_field)
+        if "creator" in found:
+            creator = found["creator"]
+        if "timestamp" in found:
+            if not found["timestamp"].is_integer():
                 raise InvalidSignature("Field optional.timestamp is not an integer")
-            timestamp = int(timestamp_value)
+            timestamp = int(found["timestamp"])
 
     fields: dict[str, Any] = {"type": "", "image": None, "identity": None}
 
@@ -90,13 +95,13 @@ def _parse(data: bytes, signature_type: str) -> UntrustedPayload:
             fields[key] = as_string(value, fields[key]) if convert else value
         return put
 
-    parse_exact(critical[0], {"type": setter("type", True), "image": setter("image", False),
-                              "identity": setter("identity", False)})
+    walk_exact(critical[0], {"type": setter("type", True), "image": setter("image", False),
+                             "identity": setter("identity", False)})
     if fields["type"] != signature_type:
         raise InvalidSignature(f"Unrecognized signature type {fields['type']}")
 
     digest = [""]
-    parse_exact(fields["image"], {
+    walk_exact(fields["image"], {
         "docker-manifest-digest": lambda value: digest.__setitem__(0, as_string(value, digest[0]))})
     try:
         validate_digest(digest[0])
@@ -105,7 +110,7 @@ def _parse(data: bytes, signature_type: str) -> UntrustedPayload:
             f"invalid docker-manifest-digest value {go_quote(digest[0])}: {error}") from None
 
     reference = [""]
-    parse_exact(fields["identity"], {
+    walk_exact(fields["identity"], {
         "docker-reference": lambda value: reference.__setitem__(
             0, as_string(value, reference[0]))})
     return UntrustedPayload(digest[0], reference[0], creator, timestamp)

@@ -32,19 +32,20 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.oid import ExtensionOID
 
-from .gojson import (
-    JSONFormatError,
-    Pairs,
+from ..gojson import (
+    Number,
+    Object,
     as_bytes,
     as_int64,
     as_string,
-    go_base64_decode,
+    decode,
+    go_base64,
     go_float,
     go_quote,
+    go_quote_bytes,
     go_string_list,
-    go_value_string,
-    loads,
-    parse_exact,
+    kind,
+    walk_exact,
 )
 from .payload import InvalidSignature
 from .x509chain import X509Error, email_addresses, verify_code_signing, verify_hostname
@@ -276,7 +277,7 @@ def verify_payload_signature(keys: Sequence[PublicKey], payload: bytes, base64_s
                              ) -> None:
     """VerifySigstorePayload's cryptographic part: some key verifies the signature."""
     try:
-        signature = go_base64_decode(base64_signature)
+        signature = go_base64(base64_signature)
     except ValueError as error:
         raise InvalidSignature(f"base64 decoding: {error}") from None
     if not keys:
@@ -299,30 +300,48 @@ def verify_payload_signature(keys: Sequence[PublicKey], payload: bytes, base64_s
 
 
 def canonical_json(value: Any) -> bytes:
-    """RFC 8785 (JCS), as webpki.org/jsoncanonicalizer writes it."""
-    return _canonical(value).encode("utf-8")
+    """RFC 8785 (JCS), as webpki.org/jsoncanonicalizer writes it, of a `gojson` value
+    (written without recursion: the scanner takes 10,000 levels)."""
+    out: list[str] = []
+    pending: list[Any] = [value]  # values still to write, and `_Text` to write as it is
+    while pending:
+        item = pending.pop()
+        if isinstance(item, _Text):
+            out.append(item)
+        elif isinstance(item, Object):
+            seen: dict[str, Any] = {}
+            for key, member in item.pairs:
+                if key in seen:
+                    raise ValueError(f"Duplicate key: {key}")
+                seen[key] = member
+            ordered = sorted(seen.items(), key=lambda pair: pair[0].encode("utf-16-be"))
+            pending.append(_Text("}"))
+            for index, (key, member) in reversed(list(enumerate(ordered))):
+                pending.append(member)
+                pending.append(_Text(("," if index else "") + _canonical_string(key) + ":"))
+            pending.append(_Text("{"))
+        elif isinstance(item, list):
+            pending.append(_Text("]"))
+            for index, member in reversed(list(enumerate(item))):
+                pending.append(member)
+                if index:
+                    pending.append(_Text(","))
+            pending.append(_Text("["))
+        elif item is True:
+            out.append("true")
+        elif item is False:
+            out.append("false")
+        elif item is None:
+            out.append("null")
+        elif isinstance(item, Number):
+            out.append(_es6_number(float(item.text)))
+        else:
+            out.append(_canonical_string(str(item)))
+    return "".join(out).encode("utf-8")
 
 
-def _canonical(value: Any) -> str:
-    if isinstance(value, Pairs):
-        seen: dict[str, Any] = {}
-        for key, item in value.items:
-            if key in seen:
-                raise ValueError(f"Duplicate key: {key}")
-            seen[key] = item
-        ordered = sorted(seen.items(), key=lambda pair: pair[0].encode("utf-16-be"))
-        return "{" + ",".join(f"{_canonical_string(k)}:{_canonical(v)}" for k, v in ordered) + "}"
-    if isinstance(value, list):
-        return "[" + ",".join(_canonical(item) for item in value) + "]"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if value is None:
-        return "null"
-    if isinstance(value, int | float):
-        return _es6_number(float(value))
-    return _canonical_string(str(value))
+class _Text(str):
+    """Output of `canonical_json` already written (a bracket, a comma, a key)."""
 
 
 def _canonical_string(text: str) -> str:
@@ -359,27 +378,25 @@ def _es6_number(number: float) -> str:
 def _field(obj: Any, name: str) -> Any:
     """encoding/json's key lookup for a struct field: the exact key, else a
     case-insensitive one; the last occurrence wins."""
-    if not isinstance(obj, Pairs):
+    if not isinstance(obj, Object):
         return None
     found = None
-    exact = [v for k, v in obj.items if k == name]
+    exact = [v for k, v in obj.pairs if k == name]
     if exact:
         return exact[-1]
-    for key, value in obj.items:
+    for key, value in obj.pairs:
         if key.lower() == name.lower():
             found = value
     return found
 
 
-def _struct(value: Any, what: str) -> Pairs | None:
+def _struct(value: Any, what: str) -> Object | None:
     """A JSON value decoded into a Go struct pointer: null is nil; anything but an
     object is a type error."""
     if value is None:
         return None
-    if not isinstance(value, Pairs):
-        kind = "array" if isinstance(value, list) else "string" if isinstance(value, str) \
-            else "bool" if isinstance(value, bool) else "number"
-        raise ValueError(f"json: cannot unmarshal {kind} into Go value of type {what}")
+    if not isinstance(value, Object):
+        raise ValueError(f"json: cannot unmarshal {kind(value)} into Go value of type {what}")
     return value
 
 
@@ -387,7 +404,7 @@ def _pointer_string(value: Any, what: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ValueError(f"json: cannot unmarshal {_kind(value)} into Go struct field {what} "
+        raise ValueError(f"json: cannot unmarshal {kind(value)} into Go struct field {what} "
                          "of type string")
     return value
 
@@ -396,21 +413,9 @@ def _bytes_field(value: Any, what: str) -> bytes | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ValueError(f"json: cannot unmarshal {_kind(value)} into Go struct field {what} "
+        raise ValueError(f"json: cannot unmarshal {kind(value)} into Go struct field {what} "
                          "of type []uint8")
-    return go_base64_decode(value)
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, Pairs):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    return "string"
+    return go_base64(value)
 
 
 def verify_rekor_set(rekor_keys: Sequence[ec.EllipticCurvePublicKey], rekor_set: bytes,
@@ -421,11 +426,11 @@ def verify_rekor_set(rekor_keys: Sequence[ec.EllipticCurvePublicKey], rekor_set:
     signed_entry: list[bytes | None] = [None]
     set_payload: list[Any] = [None]
     try:
-        parse_exact(rekor_set, {
+        walk_exact(decode(rekor_set), {
             "SignedEntryTimestamp": lambda v: signed_entry.__setitem__(0, as_bytes(v)),
             "Payload": lambda v: set_payload.__setitem__(0, v),
         })
-    except (JSONFormatError, ValueError) as error:
+    except ValueError as error:
         raise InvalidSignature(str(error)) from None
     try:
         canonical = canonical_json(set_payload[0])
@@ -438,7 +443,7 @@ def verify_rekor_set(rekor_keys: Sequence[ec.EllipticCurvePublicKey], rekor_set:
 
     fields: dict[str, Any] = {"body": None, "integratedTime": 0, "logIndex": 0, "logID": ""}
     try:
-        parse_exact(canonical, {
+        walk_exact(decode(canonical), {
             "body": lambda v: fields.__setitem__("body", as_bytes(v)),
             "integratedTime": lambda v: fields.__setitem__(
                 "integratedTime", as_int64(v, current=fields["integratedTime"])),
@@ -446,21 +451,21 @@ def verify_rekor_set(rekor_keys: Sequence[ec.EllipticCurvePublicKey], rekor_set:
                 "logIndex", as_int64(v, current=fields["logIndex"])),
             "logID": lambda v: fields.__setitem__("logID", as_string(v, fields["logID"])),
         })
-    except (JSONFormatError, ValueError) as error:
+    except ValueError as error:
         raise InvalidSignature(f"parsing Rekor SET payload: {error}") from None
 
     try:
-        body = loads(fields["body"] or b"null")
+        body = decode(fields["body"] or b"null")
         record = _struct(body, "internal.RekorHashedrekord")
-        kind = _field(record, "kind")
-        if kind is not None and not isinstance(kind, str):
-            raise ValueError(f"json: cannot unmarshal {_kind(kind)} into Go struct field "
+        entry_kind = _field(record, "kind")
+        if entry_kind is not None and not isinstance(entry_kind, str):
+            raise ValueError(f"json: cannot unmarshal {kind(entry_kind)} into Go struct field "
                              ".kind of type string")
-        if kind != "hashedrekord":
-            raise ValueError(f"invalid kind value: {go_quote(kind or '')}")
+        if entry_kind != "hashedrekord":
+            raise ValueError(f"invalid kind value: {go_quote(entry_kind or '')}")
         api_version = _pointer_string(_field(record, "apiVersion"), ".apiVersion")
         spec = _field(record, "spec")
-    except (JSONFormatError, ValueError) as error:
+    except ValueError as error:
         raise InvalidSignature(f"decoding the body of a Rekor SET payload: {error}") from None
     if api_version is None:
         raise InvalidSignature("missing Rekor SET Payload API version")
@@ -483,7 +488,7 @@ def verify_rekor_set(rekor_keys: Sequence[ec.EllipticCurvePublicKey], rekor_set:
                                     "RekorHashedrekordV001SchemaDataHash.algorithm")
         value = _pointer_string(_field(hash_obj, "value"),
                                 "RekorHashedrekordV001SchemaDataHash.value")
-    except (JSONFormatError, ValueError) as error:
+    except ValueError as error:
         raise InvalidSignature(f"decoding hashedrekod spec: {error}") from None
 
     if signature is None:
@@ -505,13 +510,13 @@ def verify_rekor_set(rekor_keys: Sequence[ec.EllipticCurvePublicKey], rekor_set:
     if rekor_block.der != ours.der:
         raise InvalidSignature("publicKey in Rekor SET does not match")
     try:
-        signature_bytes = go_base64_decode(base64_signature)
+        signature_bytes = go_base64(base64_signature)
     except ValueError as error:
         raise InvalidSignature(f"decoding signature base64: {error}") from None
     if (signature_content or b"") != signature_bytes:
         raise InvalidSignature(
             "signature in Rekor SET does not match: "
-            f"{go_value_string(signature_content or b'')} vs. {go_value_string(signature_bytes)}")
+            f"{go_quote_bytes(signature_content or b'')} vs. {go_quote_bytes(signature_bytes)}")
     if data is None:
         raise InvalidSignature('Missing "data" field in hashedrekord')
     if hash_obj is None:
@@ -520,7 +525,7 @@ def verify_rekor_set(rekor_keys: Sequence[ec.EllipticCurvePublicKey], rekor_set:
         raise InvalidSignature('Missing "data.hash.algorithm" field in hashedrekord')
     if algorithm != "sha256":
         raise InvalidSignature(
-            f'Unexpected "data.hash.algorithm" value {go_value_string(algorithm.encode())}')
+            f'Unexpected "data.hash.algorithm" value {go_quote_bytes(algorithm.encode())}')
     if value is None:
         raise InvalidSignature('Missing "data.hash.value" field in hashedrekord')
     try:
@@ -659,8 +664,8 @@ def fulcio_issuer(cert: x509.Certificate) -> str:
     if v1 is not None and v2 is not None:
         if v1 != v2:
             raise InvalidSignature("inconsistent OIDC issuer extension values: "
-                                   f"v1 {go_value_string(v1.encode())}, "
-                                   f"v2 {go_value_string(v2.encode())}")
+                                   f"v1 {go_quote_bytes(v1.encode())}, "
+                                   f"v2 {go_quote_bytes(v2.encode())}")
         return v1
     if v1 is not None:
         return v1
