@@ -162,12 +162,12 @@ def _markdown(results: dict[str, Any], plot: str | None) -> str:
                      f"{blob[name]['mb_per_s'] / relay:.2f} | "
                      f"{'-' if serving is None else serving}, {cpu['origin']}, "
                      f"{cpu['client']} |")
-    lines += ["", f"Direct, the verifying relay, mirrorlab, the nginx relay and mirrorlab's "
-              f"cache cold alternate rep by rep ({results['reps']} each; the cache's entry is "
-              f"removed after each cold rep, once its fsync and rename are done, which took "
-              f"{results['cache']['commit_after_last_byte_s']} s after the last byte); "
-              f"pull-through cold is one fetch, nginx cache cold {results['reps']} fetches of "
-              "new cache keys; the two warm caches alternate after one fill each."]
+    lines += ["", f"Direct, the verifying relay, mirrorlab, the nginx relay and both caches "
+              f"cold alternate rep by rep ({results['reps']} each: nginx's with a new cache key "
+              f"each time; mirrorlab's entry removed after each rep, once its fsync and rename "
+              f"were done, which took {results['cache']['commit_after_last_byte_s']} s after "
+              f"the last byte); pull-through cold is one fetch; the two warm caches alternate "
+              f"after one fill each."]
     cache = results["cache"]
     concurrent = cache["concurrent"]
     gets = concurrent["upstream_gets_per_blob"]
