@@ -6,6 +6,7 @@ blob, a corrupt cache file, no room, --serve-stale)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import json
@@ -16,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -33,11 +35,14 @@ from mirrorlab.proxy.cache import (
     verify_cache,
 )
 from mirrorlab.proxy.cache_serve import stale_allowed
+from mirrorlab.proxy.fallback import FallbackMode
 from mirrorlab.proxy.outcomes import Attempt, Outcome
 from mirrorlab.proxy.paths import NodeFiles
 from mirrorlab.proxy.resolve_table import ResolveTable
 from mirrorlab.proxy.server import Proxy, ServeOptions
 from mirrorlab.proxy.upstream import Timeouts
+
+from .test_attempt_loop import NAMES, ROWS, Script, _manifest, _registry
 
 SMALL = bytes(range(256)) * 64  # 16 KiB: verified whole before a byte goes out
 LARGE = hashlib.sha256(b"large").digest() * (6 * 1024 * 1024 // 32)  # 6 MiB: streamed
@@ -580,3 +585,90 @@ def test_the_cache_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "a size is a finite number >= 0" in capsys.readouterr().err
     assert main(["serve", "--serve-stale"]) == 2
     assert "need --cache DIR" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ misses follow the mode
+
+
+async def _pull_cached(tmp_path: Path, mode: str, blob: bytes, scripts: list[Script],
+                       caplog: pytest.LogCaptureFixture) -> tuple[int, bytes, str, str, Proxy]:
+    """test_attempt_loop's pull (manifest from m1, then the blob), with the cache on; then
+    the blob once more. The first answer, its source, and the second one's cache state."""
+    servers = [TestServer(_registry(blob, script)) for script in scripts]
+    for server in servers:
+        await server.start_server()
+    try:
+        conf = tmp_path / "registries.conf"
+        conf.write_text('[[registry]]\nlocation = "src.test/ns"\ninsecure = true\n'
+                        '[[registry.mirror]]\nlocation = "m1.test/ns"\ninsecure = true\n'
+                        '[[registry.mirror]]\nlocation = "m2.test/ns"\ninsecure = true\n')
+        (tmp_path / "policy.json").write_text('{"default":[{"type":"insecureAcceptAnything"}]}')
+        resolve = ResolveTable({name: ("127.0.0.1", server.port or 0)
+                                for name, server in zip(NAMES, servers, strict=True)},
+                               offline=True)
+        files = NodeFiles(registries_conf=str(conf), registries_conf_dir=str(tmp_path / "d"),
+                          policy=str(tmp_path / "policy.json"), certs_dir=str(tmp_path),
+                          auth_file=str(tmp_path / "auth.json"))
+        proxy = Proxy(ServeOptions(files=files, resolve=resolve, reload_interval=0,
+                                   fallback=FallbackMode(mode), cache_dir=str(tmp_path / "c"),
+                                   timeouts=Timeouts(connect=2, read=5)))
+        async with TestClient(TestServer(proxy.app())) as client:
+            manifest = await client.get(f"/v2/src.test/ns/app/manifests/{_digest(_manifest(blob))}")
+            assert manifest.status == 200
+            try:
+                response = await client.get(f"/v2/src.test/ns/app/blobs/{_digest(blob)}")
+                body = await response.read()
+                status, source = response.status, response.headers.get("X-Mirrorlab-Source", "")
+            except Exception:  # cut: the client completes nothing
+                status, body, source = 0, b"", ""
+            await asyncio.sleep(0.3)
+            again = await client.get(f"/v2/src.test/ns/app/blobs/{_digest(blob)}")
+            with contextlib.suppress(aiohttp.ClientError):  # a miss cut again
+                await again.read()
+            return status, body, source, again.headers.get("X-Mirrorlab-Cache", ""), proxy
+    finally:
+        for server in servers:
+            await server.close()
+
+
+@pytest.mark.parametrize("mode", ["sticky", "blob", "resilient"])
+@pytest.mark.parametrize(("blob", "m1", "expected"), [r[1:] for r in ROWS],
+                         ids=[r[0] for r in ROWS])
+def test_a_miss_follows_the_mode(tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: str,
+                                 blob: bytes, m1: Script,
+                                 expected: dict[str, int | str]) -> None:
+    """test_attempt_loop's table with the cache on: each mode answers a miss as without the
+    cache; what was served whole and verified is a hit the next time, nothing else is kept."""
+    want = expected[mode]
+    status, body, source, second, proxy = asyncio.run(
+        _pull_cached(tmp_path, mode, blob, [m1, Script(), Script()], caplog))
+    assert proxy.cache is not None
+    cached = proxy.cache.lookup("blob", _digest(blob)) is not None
+    if cached:  # whatever filled it, from whichever source: the blob itself
+        assert proxy.cache.path("blob", _digest(blob)).read_bytes() == blob
+    if isinstance(want, int):
+        assert status == want
+        assert second != "hit"  # the failure left nothing (a later miss may fill it)
+        return
+    assert status == 200 and body == blob
+    assert source.startswith("m1.test/" if len(blob) > 4 << 20 else f"{want}.test/")
+    assert second == "hit" and cached
+
+
+def test_a_client_gone_mid_flight_leaves_the_others_and_the_cache_whole(
+        tmp_path: Path) -> None:
+    digest = _digest(LARGE)
+    registry = Registry({digest: LARGE}, delay=0.02)
+
+    async def body(client: TestClient[web.Request, web.Application], proxy: Proxy) -> None:
+        first = await client.get(BLOB + digest)
+        second = asyncio.ensure_future(client.get(BLOB + digest))
+        assert len(await first.content.read(512 * 1024)) > 0
+        first.close()  # the request that started the fetch goes away
+        response = await second
+        assert await response.read() == LARGE
+        await asyncio.sleep(0.3)
+        assert proxy.cache is not None and proxy.cache.lookup("blob", digest) is not None
+
+    _run(tmp_path, registry, body)
+    assert registry.blob_gets == [digest]
