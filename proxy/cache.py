@@ -282,7 +282,13 @@ class CacheStore:
     """One cache directory as a running proxy sees it: the index, pins and reservations."""
 
     def __init__(self, root: Path | str, max_bytes: int | None = None) -> None:
-        self.root = open_root(Path(root), create=True)
+        try:
+            self._open(Path(root), max_bytes)
+        except OSError as error:
+            raise MirrorlabError(f"the cache {root}: {error.strerror or error}") from None
+
+    def _open(self, root: Path, max_bytes: int | None) -> None:
+        self.root = open_root(root, create=True)
         self.max_bytes = max_bytes
         self.entries: OrderedDict[tuple[str, str], Entry] = OrderedDict()
         """Least recently used first."""
