@@ -101,9 +101,6 @@ class SuspectBlobs:
         for name in names:
             self._until[(name, digest)] = now + self.seconds
 
-    def suspect(self, name: str, digest: str) -> bool:
-        return self._until.get((name, digest), 0.0) > time.monotonic()
-
     def order(self, steps: list[Step], digest: str) -> list[Step]:
         """Unsuspected sources first, in plan order; then the suspects, the one suspected
         longest ago first (it may have been repaired since)."""
@@ -111,7 +108,7 @@ class SuspectBlobs:
 
         def key(step: Step) -> tuple[bool, float]:
             until = self._until.get((step.source_name, digest), 0.0)
-            return (until > now, until)
+            return (until > now, until if until > now else 0.0)
 
         return sorted(steps, key=key)
 
@@ -223,10 +220,6 @@ class BlobFetch:
         """Fetch the blob (or its rest) from `step`'s source; raises SourceFailure."""
         if not self._sent():
             self._restart()  # nothing went out yet: whole, from this source alone
-        elif self.segments and self.segments[-1][0] != step.source_name \
-                and not self.fallback.resumes_across_sources:
-            raise SourceFailure(Outcome.INTERRUPTED, "the stream was cut and this mode "
-                                "resumes only at the same source", final=True)
         mark, since = self.received, time.monotonic()
         while True:
             try:
@@ -241,7 +234,10 @@ class BlobFetch:
                 if self.fallback.resumes_across_sources or not enough:
                     if not self._sent():
                         self._restart()
-                    raise SourceFailure(cut.outcome, str(cut)) from None
+                    # A fault after the body began is no fallback trigger for a node: PR
+                    # #845 looks at the request's own error only.
+                    raise SourceFailure(cut.outcome, str(cut), final=not
+                                        self.fallback.resumes_across_sources) from None
                 log.info(json.dumps({"event": "resume", "source": str(step.source.reference),
                                      "digest": self.digest, "at": self.received,
                                      "reason": str(cut)}))
@@ -253,10 +249,10 @@ class BlobFetch:
         path = f"/v2/{source.reference.path}/blobs/{self.digest}"
         method = self.method
         headers: CIMultiDict[str] = CIMultiDict()
-        if self.received:
+        if self.partial is not None:  # a window: its rest, in the blob's own offsets
+            headers["Range"] = f"bytes={self.partial[0] + self.received}-{self.partial[1]}"
+        elif self.received:
             headers["Range"] = f"bytes={self.received}-"
-        elif self.partial is not None:
-            headers["Range"] = f"bytes={self.partial[0]}-{self.partial[1]}"
         what = f"reading blob {self.digest}: fetching blob"
         upstream = await self.upstreams.request(source, method, path, headers)
         async with upstream:
@@ -289,8 +285,11 @@ class BlobFetch:
 
     def _check_length(self, upstream: aiohttp.ClientResponse) -> int:
         """The announced size against what is known; returns bytes of a 200 to skip."""
-        if self.partial is not None and upstream.status == 206:
-            expected = f"bytes {self.partial[0]}-{self.partial[1]}/"
+        if self.partial is not None:
+            expected = f"bytes {self.partial[0] + self.received}-{self.partial[1]}/"
+            if upstream.status != 206:
+                raise SourceFailure(Outcome.BAD_RESPONSE, f"the source answered a range of "
+                                    f"blob {self.digest} with the whole blob")
             if not upstream.headers.get("Content-Range", "").startswith(expected):
                 raise SourceFailure(Outcome.BAD_RESPONSE, f"range answered "
                                     f"{upstream.headers.get('Content-Range')!r}")
@@ -379,6 +378,14 @@ class BlobTransfer(BlobFetch):
 
     def _sent(self) -> bool:
         return self.response is not None
+
+    def _restart(self) -> None:
+        """Start over at another source: its size may differ (no descriptor said it), so
+        the buffer sized for the last one goes, and `_ready` sizes a new one."""
+        super()._restart()
+        if self.buffer is not None and not self._sent():
+            self.release()
+            self.buffer = None
 
     async def _ready(self, step: Step, upstream: aiohttp.ClientResponse) -> bool:
         if self.method == "HEAD" or self.range_error:

@@ -57,6 +57,7 @@ from .cache_serve import (
 from .cooldown import CoolDown
 from .errors import MirrorlabError
 from .explain import NodeConfig, explain
+from .failures import redacted
 from .fallback import Fallback, FallbackMode
 from .flight import CacheFill, Flight, FlightKey, FlightState
 from .metrics import Metrics
@@ -601,7 +602,7 @@ class Proxy:
         verdict = evaluate_requirements(decision.requirements, step.logical, manifest.body,
                                         signatures)
         log.info(json.dumps({**event, "ok": verdict.allowed, "signatures": len(signatures),
-                             "lookaside": storage.lookaside,
+                             "lookaside": redacted(storage.lookaside),
                              "attachments": storage.use_sigstore_attachments,
                              "reason": verdict.reason}))
         if verdict.allowed:

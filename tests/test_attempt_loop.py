@@ -80,6 +80,10 @@ def _registry(blob: bytes, script: Script) -> web.Application:
                 return web.Response(status=416)
         if scripted and script.fault == "short":
             data = data[: script.at]
+        if scripted and script.fault == "long":  # more bytes, announced as such
+            data = data + b"x" * script.at
+        if scripted and script.fault == "no-range":  # ignores Range: the whole blob
+            start, end = 0, None
         if scripted and script.fault in ("flip", "flip-cut"):
             data = data[: script.at] + bytes([data[script.at] ^ 1]) + data[script.at + 1:]
         if end is not None:
@@ -91,12 +95,12 @@ def _registry(blob: bytes, script: Script) -> web.Application:
             response.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(blob)}"
         await response.prepare(request)
         payload = data[start:]
-        if not scripted or script.fault not in ("cut", "flip-cut") or start:
+        if not scripted or script.fault not in ("cut", "flip-cut", "stall") or start:
             await response.write(payload)
             await response.write_eof()
             return response
         await response.write(payload[: script.at + 1])
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(2.0 if script.fault == "stall" else 0.05)
         assert request.transport is not None
         request.transport.abort()
         return response
@@ -121,7 +125,8 @@ class Outcome:
 
 async def _pull(tmp_path: Path, mode: str, blob: bytes, scripts: list[Script],
                 caplog: pytest.LogCaptureFixture, headers: dict[str, str],
-                again: Callable[[], None] | None = None) -> Outcome:
+                again: Callable[[], None] | None = None, direct: bool = False,
+                read_timeout: float = 5.0) -> Outcome:
     servers = [TestServer(_registry(blob, script)) for script in scripts]
     for server in servers:
         await server.start_server()
@@ -139,16 +144,17 @@ async def _pull(tmp_path: Path, mode: str, blob: bytes, scripts: list[Script],
                           auth_file=str(tmp_path / "auth.json"))
         proxy = Proxy(ServeOptions(files=files, resolve=resolve, reload_interval=0,
                                    fallback=FallbackMode(mode),
-                                   timeouts=Timeouts(connect=2, read=5)))
+                                   timeouts=Timeouts(connect=2, read=read_timeout)))
         async with TestClient(TestServer(proxy.app())) as client:
             for round_ in range(2 if again else 1):
                 if round_:  # another pull of the same image, the registries changed
                     assert again is not None
                     again()
-                manifest = await client.get(
-                    f"/v2/src.test/ns/app/manifests/{_digest(_manifest(blob))}")
-                assert manifest.status == 200
-                assert manifest.headers["X-Mirrorlab-Source"].startswith("m1.test/")
+                if not direct:  # the pull's manifest first, as a client does
+                    manifest = await client.get(
+                        f"/v2/src.test/ns/app/manifests/{_digest(_manifest(blob))}")
+                    assert manifest.status == 200
+                    assert manifest.headers["X-Mirrorlab-Source"].startswith("m1.test/")
                 caplog.clear()
                 try:
                     response = await client.get(f"/v2/src.test/ns/app/blobs/{_digest(blob)}",
@@ -175,9 +181,10 @@ def run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Run:
     caplog.set_level("INFO", logger="mirrorlab.proxy")
 
     def pull(mode: str, blob: bytes, scripts: list[Script],
-             headers: dict[str, str] | None = None,
-             again: Callable[[], None] | None = None) -> Outcome:
-        return asyncio.run(_pull(tmp_path, mode, blob, scripts, caplog, headers or {}, again))
+             headers: dict[str, str] | None = None, again: Callable[[], None] | None = None,
+             direct: bool = False, read_timeout: float = 5.0) -> Outcome:
+        return asyncio.run(_pull(tmp_path, mode, blob, scripts, caplog, headers or {}, again,
+                                 direct, read_timeout))
 
     return pull
 
@@ -321,3 +328,38 @@ def test_blob_mode_walks_afresh_for_each_pull(run: Run) -> None:
     assert found.status == 200 and found.body == SMALL
     served = [e for e in found.events if e.get("outcome") == "served"]
     assert [str(e["source"]).split("/")[0] for e in served] == ["m1.test"]
+
+
+@pytest.mark.parametrize("mode", ["sticky", "blob", "resilient"])
+def test_a_wrong_size_source_without_descriptor_leaves_no_stale_bytes(run: Run,
+                                                                      mode: str) -> None:
+    """A blob asked for without its manifest (no descriptor gives the size): m1 announces
+    and sends more bytes than the blob; m2 serves it. The buffer sized for m1 went with
+    it: the client gets exactly the blob (it got m2's bytes and m1's rest, 200 OK)."""
+    found = run(mode, SMALL, [Script("long", at=4096), Script(), Script()], direct=True)
+    assert found.status == 200 and found.body == SMALL, (found.status, len(found.body))
+    assert found.source.startswith("m2.test/")
+
+
+@pytest.mark.parametrize(("mode", "served"), [("sticky", False), ("blob", False),
+                                              ("resilient", True)])
+def test_a_timeout_after_the_body_began_is_no_fallback_trigger(run: Run, mode: str,
+                                                               served: bool) -> None:
+    """PR #845 looks at the request's own error: a read timeout mid-body fails a blob-mode
+    pull (a timeout before the answer would move on); resilient mode moves on."""
+    found = run(mode, SMALL, [Script("stall", at=1000), Script(), Script()],
+                read_timeout=0.5)
+    attempts = [e for e in found.events if e.get("event") == "attempt"]
+    assert [e["outcome"] for e in attempts][0] == "timeout", attempts
+    assert (found.status == 200) is served, (found.status, attempts)
+    assert any(str(e["source"]).startswith("m2") for e in attempts) is served
+
+
+def test_a_source_that_ignores_a_range_is_refused(run: Run) -> None:
+    """Asked for a window of a large blob, m1 answers 200 with the whole blob: that is no
+    answer to the range (it was read whole and dropped before), so m2 is asked."""
+    m1, m2 = Script("no-range"), Script()
+    found = run("resilient", LARGE, [m1, m2, Script()], {"Range": "bytes=100-199"})
+    assert found.status == 206 and found.body == LARGE[100:200]
+    attempts = [e for e in found.events if e.get("event") == "attempt"]
+    assert [e["outcome"] for e in attempts] == ["bad_response", "served"], attempts
