@@ -128,22 +128,31 @@ class _Cut(Exception):
         self.outcome = outcome
 
 
-class _HeldBackWriter:
-    """Writes the window [start, end] of a blob, always keeping the last piece back."""
+HOLD_BACK = 64 * 1024
+"""Bytes of a streamed blob kept back until its digest matched: any tail will do (the
+client cannot complete the blob without it), so a small one, not a whole piece."""
 
-    def __init__(self, response: web.StreamResponse, start: int, end: int) -> None:
-        self.response, self.start, self.end = response, start, end
-        self.position = 0
+
+class _HeldBackWriter:
+    """Writes a blob as it arrives, always keeping its last HOLD_BACK bytes back until
+    `finish`: a client can never complete a blob whose digest was not checked."""
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        self.response = response
         self.held = b""
 
     async def feed(self, chunk: bytes) -> None:
-        low = max(self.start - self.position, 0)
-        high = min(self.end + 1 - self.position, len(chunk))
-        self.position += len(chunk)
-        if low < high:
+        if len(chunk) >= HOLD_BACK:
             if self.held:
                 await _write(self.response, self.held)
-            self.held = chunk if (low, high) == (0, len(chunk)) else chunk[low:high]
+            await _write(self.response, memoryview(chunk)[:-HOLD_BACK])
+            self.held = chunk[-HOLD_BACK:]
+            return
+        pending = self.held + chunk
+        if len(pending) > HOLD_BACK:
+            await _write(self.response, memoryview(pending)[:-HOLD_BACK])
+            pending = pending[-HOLD_BACK:]
+        self.held = pending
 
     async def finish(self) -> None:
         if self.held:
@@ -436,9 +445,8 @@ class BlobTransfer(BlobFetch):
         if window and window != (0, self.total - 1):
             self.partial = window  # answered once the source answered the range itself
             return
-        start, end = window if window else (0, self.total - 1)
         self.response = await self._prepare(step, window)
-        self.writer = _HeldBackWriter(self.response, start, end)
+        self.writer = _HeldBackWriter(self.response)
 
     async def _prepare(self, step: Step, window: tuple[int, int] | None
                        ) -> web.StreamResponse:
