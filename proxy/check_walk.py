@@ -31,7 +31,7 @@ from .attempts import AttemptLoop, PullWalk
 from .cooldown import CoolDown
 from .errors import ConfigError, MirrorlabError
 from .explain import NodeConfig
-from .failures import describe, outcome_of_error
+from .failures import describe, source_failure
 from .fallback import NODE_MODES, Fallback, FallbackMode
 from .metrics import Metrics
 from .outcomes import (
@@ -491,10 +491,7 @@ async def fetch_blob(upstreams: Upstreams, source: PullSource, digest: str, size
     except (SourceFailure, ConfigError):
         raise
     except Exception as error:
-        outcome = outcome_of_error(error)
-        if outcome is None:
-            raise
-        raise SourceFailure(outcome, f"{what}: {describe(error)}") from None
+        raise source_failure(error, what) from None
     if size is not None and received != size:
         raise SourceFailure(Outcome.TRUNCATED, f"{what}: {received} bytes, its descriptor "
                             f"gives {size}")

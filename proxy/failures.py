@@ -64,6 +64,15 @@ def describe(error: BaseException | None) -> str:
     return " ".join(text.replace("[]", "").split())
 
 
+def source_failure(error: Exception, what: str) -> SourceFailure:
+    """An exception raised talking to a source, as the failure it stands for (`what:
+    reason`). One no outcome names is a bug: it is raised again, never a failover."""
+    outcome = outcome_of_error(error)
+    if outcome is None:
+        raise error
+    return SourceFailure(outcome, f"{what}: {describe(error)}")
+
+
 def redacted(url: str) -> str:
     """A URL for a message: a password in it becomes `***`, as Go's net/http writes it."""
     from urllib.parse import urlsplit, urlunsplit

@@ -31,7 +31,7 @@ from yarl import URL
 from .authfile import AuthFile, Credentials, find_credentials
 from .certsd import CertsDirSettings, certs_dir_for, read_certs_dir
 from .errors import ConfigError
-from .failures import describe, outcome_of_error, redacted
+from .failures import describe, outcome_of_error, redacted, source_failure
 from .outcomes import Outcome, SourceFailure, outcome_of_status
 from .plan import PullSource
 from .resolve_table import ResolveTable
@@ -360,10 +360,7 @@ class Upstreams:
         except (SourceFailure, ConfigError):
             raise
         except Exception as error:
-            outcome = outcome_of_error(error)
-            if outcome is None:
-                raise
-            raise SourceFailure(outcome, f'Get "{redacted(url)}": {describe(error)}') from None
+            raise source_failure(error, f'Get "{redacted(url)}"') from None
 
     async def manifest(self, source: PullSource, accept: list[str]) -> Manifest:
         """GET the manifest of `source.reference`, read whole, digest checked."""
@@ -390,10 +387,7 @@ class Upstreams:
         except (SourceFailure, ConfigError):
             raise
         except Exception as error:
-            outcome = outcome_of_error(error)
-            if outcome is None:
-                raise
-            raise SourceFailure(outcome, f"{what}: {describe(error)}") from None
+            raise source_failure(error, what) from None
         expected = ref.digest or sent_digest
         algorithm = (expected or "sha256:").split(":", 1)[0]
         digest = f"{algorithm}:{hashlib.new(algorithm, body).hexdigest()}"
