@@ -350,7 +350,7 @@ def test_a_timeout_after_the_body_began_is_no_fallback_trigger(run: Run, mode: s
     found = run(mode, SMALL, [Script("stall", at=1000), Script(), Script()],
                 read_timeout=0.5)
     attempts = [e for e in found.events if e.get("event") == "attempt"]
-    assert [e["outcome"] for e in attempts][0] == "timeout", attempts
+    assert attempts[0]["outcome"] == "timeout", attempts
     assert (found.status == 200) is served, (found.status, attempts)
     assert any(str(e["source"]).startswith("m2") for e in attempts) is served
 
