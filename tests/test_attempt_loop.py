@@ -123,6 +123,22 @@ class Outcome:
     events: list[dict[str, object]]
 
 
+def scripted_node(tmp_path: Path, servers: list[TestServer]) -> tuple[NodeFiles, ResolveTable]:
+    """The node files of the scripted registries: src.test/ns with mirrors m1 then m2,
+    every name resolved to its test server."""
+    conf = tmp_path / "registries.conf"
+    conf.write_text('[[registry]]\nlocation = "src.test/ns"\ninsecure = true\n'
+                    '[[registry.mirror]]\nlocation = "m1.test/ns"\ninsecure = true\n'
+                    '[[registry.mirror]]\nlocation = "m2.test/ns"\ninsecure = true\n')
+    (tmp_path / "policy.json").write_text('{"default":[{"type":"insecureAcceptAnything"}]}')
+    resolve = ResolveTable({name: ("127.0.0.1", server.port or 0)
+                            for name, server in zip(NAMES, servers, strict=True)}, offline=True)
+    files = NodeFiles(registries_conf=str(conf), registries_conf_dir=str(tmp_path / "d"),
+                      policy=str(tmp_path / "policy.json"), certs_dir=str(tmp_path),
+                      auth_file=str(tmp_path / "auth.json"))
+    return files, resolve
+
+
 async def _pull(tmp_path: Path, mode: str, blob: bytes, scripts: list[Script],
                 caplog: pytest.LogCaptureFixture, headers: dict[str, str],
                 again: Callable[[], None] | None = None, direct: bool = False,
@@ -131,17 +147,7 @@ async def _pull(tmp_path: Path, mode: str, blob: bytes, scripts: list[Script],
     for server in servers:
         await server.start_server()
     try:
-        conf = tmp_path / "registries.conf"
-        conf.write_text('[[registry]]\nlocation = "src.test/ns"\ninsecure = true\n'
-                        '[[registry.mirror]]\nlocation = "m1.test/ns"\ninsecure = true\n'
-                        '[[registry.mirror]]\nlocation = "m2.test/ns"\ninsecure = true\n')
-        (tmp_path / "policy.json").write_text('{"default":[{"type":"insecureAcceptAnything"}]}')
-        resolve = ResolveTable({name: ("127.0.0.1", server.port or 0)
-                                for name, server in zip(NAMES, servers, strict=True)},
-                               offline=True)
-        files = NodeFiles(registries_conf=str(conf), registries_conf_dir=str(tmp_path / "d"),
-                          policy=str(tmp_path / "policy.json"), certs_dir=str(tmp_path),
-                          auth_file=str(tmp_path / "auth.json"))
+        files, resolve = scripted_node(tmp_path, servers)
         proxy = Proxy(ServeOptions(files=files, resolve=resolve, reload_interval=0,
                                    fallback=FallbackMode(mode),
                                    timeouts=Timeouts(connect=2, read=read_timeout)))

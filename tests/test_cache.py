@@ -42,7 +42,7 @@ from mirrorlab.proxy.resolve_table import ResolveTable
 from mirrorlab.proxy.server import Proxy, ServeOptions
 from mirrorlab.proxy.upstream import Timeouts
 
-from .test_attempt_loop import NAMES, ROWS, Script, _manifest, _registry
+from .test_attempt_loop import ROWS, Script, _manifest, _registry, scripted_node
 
 SMALL = bytes(range(256)) * 64  # 16 KiB: verified whole before a byte goes out
 LARGE = hashlib.sha256(b"large").digest() * (6 * 1024 * 1024 // 32)  # 6 MiB: streamed
@@ -598,17 +598,7 @@ async def _pull_cached(tmp_path: Path, mode: str, blob: bytes, scripts: list[Scr
     for server in servers:
         await server.start_server()
     try:
-        conf = tmp_path / "registries.conf"
-        conf.write_text('[[registry]]\nlocation = "src.test/ns"\ninsecure = true\n'
-                        '[[registry.mirror]]\nlocation = "m1.test/ns"\ninsecure = true\n'
-                        '[[registry.mirror]]\nlocation = "m2.test/ns"\ninsecure = true\n')
-        (tmp_path / "policy.json").write_text('{"default":[{"type":"insecureAcceptAnything"}]}')
-        resolve = ResolveTable({name: ("127.0.0.1", server.port or 0)
-                                for name, server in zip(NAMES, servers, strict=True)},
-                               offline=True)
-        files = NodeFiles(registries_conf=str(conf), registries_conf_dir=str(tmp_path / "d"),
-                          policy=str(tmp_path / "policy.json"), certs_dir=str(tmp_path),
-                          auth_file=str(tmp_path / "auth.json"))
+        files, resolve = scripted_node(tmp_path, servers)
         proxy = Proxy(ServeOptions(files=files, resolve=resolve, reload_interval=0,
                                    fallback=FallbackMode(mode), cache_dir=str(tmp_path / "c"),
                                    timeouts=Timeouts(connect=2, read=5)))
