@@ -279,6 +279,15 @@ def _signed_by(value: Any) -> list[tuple[str, Any]]:
     return result
 
 
+def _path_or_data(fields: _Fields, path: str, data: str, *, required: bool) -> None:
+    """A file or inline bytes, never both (and one of them when `required`), in
+    upstream's words (`policy_config_sigstore.go`)."""
+    if fields[path] and fields[data] is not None:
+        raise ConfigError(f"{path} and {data} cannot be used simultaneously")
+    if required and not fields[path] and fields[data] is None:
+        raise ConfigError(f"At least one of {path} and {data} must be specified")
+
+
 def _fulcio(value: Any) -> dict[str, Any]:
     """prSigstoreSignedFulcio.UnmarshalJSON, then newPRSigstoreSignedFulcio."""
     fields = _Fields()
@@ -286,10 +295,7 @@ def _fulcio(value: Any) -> dict[str, Any]:
                   "caData": fields.into("caData", _go_bytes),
                   "oidcIssuer": fields.into("oidcIssuer", as_string),
                   "subjectEmail": fields.into("subjectEmail", as_string)}.get)
-    if fields["caPath"] and fields["caData"] is not None:
-        raise ConfigError("caPath and caData cannot be used simultaneously")
-    if not fields["caPath"] and fields["caData"] is None:
-        raise ConfigError("At least one of caPath and caData must be specified")
+    _path_or_data(fields, "caPath", "caData", required=True)
     if not fields["oidcIssuer"]:
         raise ConfigError("oidcIssuer not specified")
     if not fields["subjectEmail"]:
@@ -306,13 +312,8 @@ def _pki(value: Any) -> dict[str, Any]:
                   "caIntermediatesData": fields.into("caIntermediatesData", _go_bytes),
                   "subjectEmail": fields.into("subjectEmail", as_string),
                   "subjectHostname": fields.into("subjectHostname", as_string)}.get)
-    if fields["caRootsPath"] and fields["caRootsData"] is not None:
-        raise ConfigError("caRootsPath and caRootsData cannot be used simultaneously")
-    if not fields["caRootsPath"] and fields["caRootsData"] is None:
-        raise ConfigError("At least one of caRootsPath and caRootsData must be specified")
-    if fields["caIntermediatesPath"] and fields["caIntermediatesData"] is not None:
-        raise ConfigError("caIntermediatesPath and caIntermediatesData cannot be used "
-                          "simultaneously")
+    _path_or_data(fields, "caRootsPath", "caRootsData", required=True)
+    _path_or_data(fields, "caIntermediatesPath", "caIntermediatesData", required=False)
     if not fields["subjectEmail"] and not fields["subjectHostname"]:
         raise ConfigError("At least one of subjectEmail, subjectHostname must be specified")
     return {key: item for key, item in fields.values.items() if item is not None}

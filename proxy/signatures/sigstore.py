@@ -400,22 +400,24 @@ def _struct(value: Any, what: str) -> Object | None:
     return value
 
 
-def _pointer_string(value: Any, what: str) -> str | None:
+def _string_field(value: Any, what: str, go_type: str) -> str | None:
+    """A JSON string for a Go struct field (null: absent); anything else is Go's type
+    error naming the field and its Go type."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"json: cannot unmarshal {kind(value)} into Go struct field {what} "
-                         "of type string")
+                         f"of type {go_type}")
     return value
 
 
+def _pointer_string(value: Any, what: str) -> str | None:
+    return _string_field(value, what, "string")
+
+
 def _bytes_field(value: Any, what: str) -> bytes | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"json: cannot unmarshal {kind(value)} into Go struct field {what} "
-                         "of type []uint8")
-    return go_base64(value)
+    text = _string_field(value, what, "[]uint8")
+    return None if text is None else go_base64(text)
 
 
 def verify_rekor_set(rekor_keys: Sequence[ec.EllipticCurvePublicKey], rekor_set: bytes,
