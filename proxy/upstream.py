@@ -128,7 +128,9 @@ class Upstreams:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect,
                                           connect=timeouts.connect, sock_read=timeouts.read),
             auto_decompress=False,
-            read_bufsize=1024 * 1024,  # a blob is read a MiB at a time (blobs.STREAM_CHUNK)
+            # What a response may hold unread before its connection pauses (twice this):
+            # small, so that many transfers at once hold little each.
+            read_bufsize=64 * 1024,
             skip_auto_headers=("Accept-Encoding", "User-Agent"),
             headers={"User-Agent": USER_AGENT},
         )
@@ -138,6 +140,9 @@ class Upstreams:
         self._unverified.check_hostname = False
         self._unverified.verify_mode = ssl.CERT_NONE
         self._pings: dict[tuple[str, bool], _Ping] = {}
+        self._pinging: dict[tuple[str, bool], asyncio.Future[_Ping]] = {}
+        self._generation = 0
+        """Counts reloads: a ping begun before one is not kept."""
         self._tokens: dict[tuple[str, str, str, str], tuple[str, float]] = {}
 
     async def close(self) -> None:
@@ -148,6 +153,8 @@ class Upstreams:
         self.certs, self.auth_files = certs, list(auth_files)
         self._contexts.clear()
         self._pings.clear()
+        self._pinging.clear()
+        self._generation += 1
         self._tokens.clear()
 
     # ------------------------------------------------------------ TLS and ping
@@ -179,10 +186,27 @@ class Upstreams:
         return context
 
     async def _ping(self, source: PullSource) -> _Ping:
+        """The host's ping, kept for 5 minutes; concurrent first requests share one."""
         key = (source.host, source.insecure)
         ping = self._pings.get(key)
         if ping is not None and time.monotonic() - ping.checked < 300:
             return ping
+        running = self._pinging.get(key)
+        if running is None:
+            running = asyncio.ensure_future(self._ping_once(source, self._generation))
+            self._pinging[key] = running
+            running.add_done_callback(lambda done: self._pinged(key, done))
+        # shielded: one waiter going away does not cancel the ping the others wait for
+        return await asyncio.shield(running)
+
+    def _pinged(self, key: tuple[str, bool], done: asyncio.Future[_Ping]) -> None:
+        if self._pinging.get(key) is done:
+            del self._pinging[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter may have gone
+
+    async def _ping_once(self, source: PullSource, generation: int) -> _Ping:
+        key = (source.host, source.insecure)
         schemes = ["https", "http"] if source.insecure else ["https"]
         last: Exception | None = None
         for scheme in schemes:
@@ -200,7 +224,8 @@ class Upstreams:
                             name, challenge = parse_challenge(challenge_header)
                             challenge["scheme"] = name
                         ping = _Ping(base, challenge)
-                        self._pings[key] = ping
+                        if generation == self._generation:  # not from before a reload
+                            self._pings[key] = ping
                         return ping
                     last = SourceFailure(outcome_of_status(response.status),
                                          f"status {response.status} on {base}/v2/",
