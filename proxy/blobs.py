@@ -14,11 +14,13 @@ is passed through (a part cannot be checked against the digest, and says so).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import re
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -71,21 +73,64 @@ def parse_range(header: str | None, total: int) -> tuple[int, int] | None:
     return start, end
 
 
+BUDGET_WAIT = 2.0
+"""How long a small blob of known size waits for room in the budget before it streams."""
+
+
 @dataclass
 class BlobBudget:
-    """Bytes of small blobs held whole for verification at once, across all requests."""
+    """Bytes of small blobs held whole for verification at once, across all requests.
+
+    A blob whose size is known before it is asked for (from the manifest) waits for room,
+    first come first served, for up to BUDGET_WAIT; one that cannot wait (its size known
+    only from the answer) or waited in vain streams instead, holding a piece at a time. So
+    under many concurrent pulls memory stays near the budget, and a client that stops
+    reading delays others by BUDGET_WAIT at most."""
 
     limit: int
     used: int = 0
+    _waiters: deque[tuple[int, asyncio.Future[None]]] = field(default_factory=deque)
 
     def reserve(self, size: int) -> bool:
-        if self.used + size > self.limit:
+        if self._waiters or self.used + size > self.limit:
             return False
         self.used += size
         return True
 
+    async def wait_for(self, size: int, seconds: float = BUDGET_WAIT) -> bool:
+        """Reserve `size`, waiting up to `seconds` for room; False when none came."""
+        if self.reserve(size):
+            return True
+        if size > self.limit:
+            return False
+        waiter = asyncio.get_running_loop().create_future()
+        entry = (size, waiter)
+        self._waiters.append(entry)
+        try:
+            async with asyncio.timeout(seconds):
+                await asyncio.shield(waiter)
+        except TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            if waiter.done():  # room was given, then the request went away: give it back
+                self.release(size)
+            raise
+        finally:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+                self._wake()  # the ones behind it may fit now
+        return waiter.done()  # `_wake` reserved the room (maybe as the wait timed out)
+
     def release(self, size: int) -> None:
         self.used -= size
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.used + self._waiters[0][0] <= self.limit:
+            size, waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.used += size
+                waiter.set_result(None)
 
 
 @dataclass
@@ -273,10 +318,15 @@ class BlobFetch:
             skip = self._check_length(upstream)
             if not await self._ready(step, upstream):
                 return
-            _read_larger(upstream)
+            # A large blob is read a MiB at a time (fewer, cheaper pieces); a small one in
+            # CHUNK pieces, so that many at once hold little each.
+            large = self.total is None or self.total > SMALL_BLOB
+            if large:
+                _read_larger(upstream)
             before = self.received
             try:
-                async for chunk in upstream.content.iter_chunked(STREAM_CHUNK):
+                async for chunk in upstream.content.iter_chunked(STREAM_CHUNK if large
+                                                                 else CHUNK):
                     if skip:
                         cut = min(skip, len(chunk))
                         chunk, skip = chunk[cut:], skip - cut
@@ -389,10 +439,11 @@ class BlobTransfer(BlobFetch):
         return self.response is not None
 
     def _restart(self) -> None:
-        """Start over at another source: its size may differ (no descriptor said it), so
-        the buffer sized for the last one goes, and `_ready` sizes a new one."""
+        """Start over at another source. Without a descriptor its size may differ, so the
+        buffer sized for the last one goes, and `_ready` sizes a new one; with one, the
+        buffer (and its room in the budget) is kept and written again from byte 0."""
         super()._restart()
-        if self.buffer is not None and not self._sent():
+        if self.buffer is not None and not self._sent() and self.size is None:
             self.release()
             self.buffer = None
 
@@ -438,10 +489,12 @@ class BlobTransfer(BlobFetch):
         except ValueError:
             self.range_error = True
             return
-        if self.total <= SMALL_BLOB and self.budget.reserve(self.total):
+        if self.total <= SMALL_BLOB and (self.reserved == self.total
+                                         or self.budget.reserve(self.total)):
             self.buffer = bytearray(self.total)
             self.reserved = self.total
             return
+        self.release()  # reserved ahead for another size: the blob streams
         if window and window != (0, self.total - 1):
             self.partial = window  # answered once the source answered the range itself
             return
@@ -461,6 +514,16 @@ class BlobTransfer(BlobFetch):
         response.content_length = end - start + 1
         await response.prepare(self.request)
         return response
+
+    async def reserve_ahead(self) -> None:
+        """Room in the budget before the blob is asked for, when the manifest gave its size
+        and it is small: waiting here (for up to BUDGET_WAIT) rather than with a source's
+        answer open and filling up."""
+        size = self.size
+        if self.method == "GET" and "Range" not in self.request.headers and \
+                size is not None and 0 < size <= SMALL_BLOB and not self.reserved and \
+                await self.budget.wait_for(size):
+            self.reserved = size
 
     def release(self) -> None:
         """Give back this request's share of the buffering budget."""

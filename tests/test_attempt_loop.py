@@ -54,6 +54,8 @@ class Script:
     at: int = 0
     blob_requests: list[str] = field(default_factory=list)
     """The Range header (or "") of every blob request this registry saw."""
+    pings: int = 0
+    """`GET /v2/` requests this registry saw."""
 
 
 def _registry(blob: bytes, script: Script) -> web.Application:
@@ -106,6 +108,7 @@ def _registry(blob: bytes, script: Script) -> web.Application:
         return response
 
     async def base(request: web.Request) -> web.Response:
+        script.pings += 1
         return web.json_response({})
 
     app = web.Application()
@@ -369,3 +372,54 @@ def test_a_source_that_ignores_a_range_is_refused(run: Run) -> None:
     assert found.status == 206 and found.body == LARGE[100:200]
     attempts = [e for e in found.events if e.get("event") == "attempt"]
     assert [e["outcome"] for e in attempts] == ["bad_response", "served"], attempts
+
+
+async def _concurrent_pulls(tmp_path: Path, mode: str, blob: bytes, scripts: list[Script],
+                            pulls: int, budget: int) -> list[tuple[int, bytes]]:
+    """`pulls` clients at once on a fresh proxy: the manifest, then the blob; (status,
+    body) of each blob answer, status 0 when the proxy cut the connection."""
+    servers = [TestServer(_registry(blob, script)) for script in scripts]
+    for server in servers:
+        await server.start_server()
+    try:
+        files, resolve = scripted_node(tmp_path, servers)
+        proxy = Proxy(ServeOptions(files=files, resolve=resolve, reload_interval=0,
+                                   fallback=FallbackMode(mode), buffer_budget=budget))
+        async with TestClient(TestServer(proxy.app())) as client:
+            async def pull() -> tuple[int, bytes]:
+                manifest = await client.get(
+                    f"/v2/src.test/ns/app/manifests/{_digest(_manifest(blob))}")
+                assert manifest.status == 200
+                try:
+                    response = await client.get(f"/v2/src.test/ns/app/blobs/{_digest(blob)}")
+                    return response.status, await response.read()
+                except Exception:  # cut mid-body
+                    return 0, b""
+
+            results = await asyncio.gather(*(pull() for _ in range(pulls)))
+            assert proxy.budget.used == 0
+            return results
+    finally:
+        for server in servers:
+            await server.close()
+
+
+def test_concurrent_first_requests_share_one_ping(tmp_path: Path) -> None:
+    """Ten pulls at once on a fresh proxy: m1 is pinged once, not once per request (an
+    insecure registry's HTTPS attempt would be repeated as often, too)."""
+    m1 = Script()
+    results = asyncio.run(_concurrent_pulls(tmp_path, "sticky", SMALL, [m1, Script(), Script()],
+                                            10, 16 << 20))
+    assert results == [(200, SMALL)] * 10
+    assert m1.pings == 1
+
+
+def test_a_small_blob_of_known_size_waits_for_the_budget(tmp_path: Path) -> None:
+    """The budget holds one blob; four pulls at once of a blob that m1 corrupts. Each waits
+    for room and is read whole and checked, so each falls back to m2 before a byte went out
+    (streamed for want of room, some would have been cut at the mismatch instead)."""
+    blob = LARGE[: 2 << 20]  # 2 MiB: small enough to be read whole
+    results = asyncio.run(_concurrent_pulls(tmp_path, "resilient", blob,
+                                            [Script("flip", at=100), Script(), Script()],
+                                            4, len(blob)))
+    assert results == [(200, blob)] * 4, [status for status, _ in results]
