@@ -70,7 +70,7 @@ from .responses import API_VERSION, failure_response, oci_error, refusal_respons
 from .signature_fetch import fetch_signatures
 from .signatures import evaluate_requirements
 from .steps import Planner, PullMemory, Refusal, RequestName, Step, referenced_descriptors
-from .upstream import Manifest, Timeouts, Upstreams, status_message
+from .upstream import Manifest, Timeouts, Upstreams, read_limited, status_message
 
 log = logging.getLogger("mirrorlab.proxy")
 
@@ -638,11 +638,14 @@ class Proxy:
 
         async def fetch(step: Step) -> tuple[bytes, dict[str, str]]:
             async with await upstreams.request(step.source, "GET", path_of(step)) as up:
-                body = await up.content.read(SMALL_BLOB)
+                body = await read_limited(up, SMALL_BLOB)
                 if up.status != 200:
                     code, message = status_message(up.status, body)
                     raise SourceFailure(outcome_of_status(up.status), message,
                                         status=up.status, code=code)
+                if len(body) > SMALL_BLOB:
+                    raise SourceFailure(Outcome.TOO_LARGE, f"the {kind} list is larger "
+                                        "than 4 MiB")
                 return body, dict(up.headers)
 
         loop: AttemptLoop[tuple[bytes, dict[str, str]]] = self._loop(request, kind, False)

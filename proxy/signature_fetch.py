@@ -25,7 +25,7 @@ from .outcomes import Outcome, SourceFailure
 from .plan import PullSource
 from .registries_d import SignatureStorage
 from .signatures import Signature, SigstoreSignature, signature_from_blob
-from .upstream import Upstreams, status_message
+from .upstream import Upstreams, read_limited, status_message
 
 MAX_SIGNATURES = 128
 """containers/image stops reading a lookaside past this many (`maxLookasideSignatures`)."""
@@ -101,7 +101,7 @@ async def _attachments(upstreams: Upstreams, source: PullSource, storage: Signat
         path = f"/v2/{base.path}/blobs/{blob_digest}"
         try:
             async with await upstreams.request(source, "GET", path, CIMultiDict()) as response:
-                body = await response.content.read(MAX_SIGNATURE_SIZE + 1)
+                body = await read_limited(response, MAX_SIGNATURE_SIZE)
                 status = response.status
         except Exception as error:
             if outcome_of_error(error) is None:

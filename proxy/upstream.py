@@ -101,6 +101,21 @@ def status_message(status: int, body: bytes) -> tuple[str | None, str]:
     return None, f"received unexpected HTTP status: {status}"
 
 
+async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body whole, or, when it is longer than `limit`, its first `limit` + 1 bytes
+    (aiohttp's `content.read(n)` answers with what has arrived so far, which may be less
+    than the body: a manifest that came in two reads was cut short)."""
+    pieces: list[bytes] = []
+    size = 0
+    while size <= limit:
+        piece = await response.content.read(limit + 1 - size)
+        if not piece:
+            break
+        pieces.append(piece)
+        size += len(piece)
+    return b"".join(pieces)
+
+
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
@@ -128,9 +143,7 @@ class Upstreams:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect,
                                           connect=timeouts.connect, sock_read=timeouts.read),
             auto_decompress=False,
-            # What a response may hold unread before its connection pauses (twice this):
-            # small, so that many transfers at once hold little each.
-            read_bufsize=64 * 1024,
+            read_bufsize=1024 * 1024,  # a blob is read a MiB at a time (blobs.STREAM_CHUNK)
             skip_auto_headers=("Accept-Encoding", "User-Agent"),
             headers={"User-Agent": USER_AGENT},
         )
@@ -381,7 +394,7 @@ class Upstreams:
                 url, allow_redirects=True,
                 ssl=self.tls_context(host, False) if url.startswith("https:") else False,
             ) as response:
-                return response.status, await response.content.read(limit)
+                return response.status, await read_limited(response, limit - 1)
         except (SourceFailure, ConfigError):
             raise
         except Exception as error:
@@ -403,7 +416,7 @@ class Upstreams:
                     raise SourceFailure(outcome_of_status(response.status),
                                         f"{what}: {message}", status=response.status,
                                         code=code)
-                body = await response.content.read(MANIFEST_LIMIT + 1)
+                body = await read_limited(response, MANIFEST_LIMIT)
                 if len(body) > MANIFEST_LIMIT:
                     raise SourceFailure(Outcome.TOO_LARGE,
                                         f"{what}: manifest is larger than 4 MiB")

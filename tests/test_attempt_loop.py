@@ -56,15 +56,26 @@ class Script:
     """The Range header (or "") of every blob request this registry saw."""
     pings: int = 0
     """`GET /v2/` requests this registry saw."""
+    manifest_in_pieces: bool = False
+    """The manifest is sent in two writes, a pause between them."""
 
 
 def _registry(blob: bytes, script: Script) -> web.Application:
     manifest = _manifest(blob)
 
-    async def manifests(request: web.Request) -> web.Response:
-        return web.Response(body=manifest, headers={
-            "Content-Type": "application/vnd.oci.image.manifest.v1+json",
-            "Docker-Content-Digest": _digest(manifest)})
+    async def manifests(request: web.Request) -> web.StreamResponse:
+        headers = {"Content-Type": "application/vnd.oci.image.manifest.v1+json",
+                   "Docker-Content-Digest": _digest(manifest)}
+        if not script.manifest_in_pieces:
+            return web.Response(body=manifest, headers=headers)
+        response = web.StreamResponse(headers=headers)
+        response.content_length = len(manifest)
+        await response.prepare(request)
+        await response.write(manifest[:100])
+        await asyncio.sleep(0.05)
+        await response.write(manifest[100:])
+        await response.write_eof()
+        return response
 
     async def blobs(request: web.Request) -> web.StreamResponse:
         script.blob_requests.append(request.headers.get("Range", ""))
@@ -423,3 +434,10 @@ def test_a_small_blob_of_known_size_waits_for_the_budget(tmp_path: Path) -> None
                                             [Script("flip", at=100), Script(), Script()],
                                             4, len(blob)))
     assert results == [(200, blob)] * 4, [status for status, _ in results]
+
+
+def test_a_manifest_that_arrives_in_two_reads_is_read_whole(run: Run) -> None:
+    """It was cut at what had arrived (aiohttp's `read(n)`), failed its digest at m1, and
+    the pull moved to m2; `_pull` asserts that m1 served the manifest."""
+    found = run("sticky", SMALL, [Script(manifest_in_pieces=True), Script(), Script()])
+    assert found.status == 200 and found.body == SMALL
