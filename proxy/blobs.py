@@ -27,6 +27,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from .body import DirectBody
 from .failures import describe
 from .fallback import Fallback
 from .metrics import Metrics
@@ -92,13 +93,16 @@ class BlobBudget:
     _waiters: deque[tuple[int, asyncio.Future[None]]] = field(default_factory=deque)
 
     def reserve(self, size: int) -> bool:
+        """Room now, unless others wait for it (none fits beside them: the first waiter
+        does not fit, or it would have been served)."""
         if self._waiters or self.used + size > self.limit:
             return False
         self.used += size
         return True
 
-    async def wait_for(self, size: int, seconds: float = BUDGET_WAIT) -> bool:
-        """Reserve `size`, waiting up to `seconds` for room; False when none came."""
+    async def wait_for(self, size: int, seconds: float | None = None) -> bool:
+        """Reserve `size`, waiting up to `seconds` (BUDGET_WAIT) for room; False when none
+        came."""
         if self.reserve(size):
             return True
         if size > self.limit:
@@ -106,6 +110,7 @@ class BlobBudget:
         waiter = asyncio.get_running_loop().create_future()
         entry = (size, waiter)
         self._waiters.append(entry)
+        seconds = BUDGET_WAIT if seconds is None else seconds
         try:
             async with asyncio.timeout(seconds):
                 await asyncio.shield(waiter)
@@ -186,12 +191,13 @@ class _HeldBackWriter:
         self.response = response
         self.held = b""
 
-    async def feed(self, chunk: bytes) -> None:
+    async def feed(self, chunk: bytes | memoryview) -> None:
+        """`chunk` may be lent (`body.DirectBody`): what is kept of it is copied."""
         if len(chunk) >= HOLD_BACK:
             if self.held:
                 await _write(self.response, self.held)
             await _write(self.response, memoryview(chunk)[:-HOLD_BACK])
-            self.held = chunk[-HOLD_BACK:]
+            self.held = bytes(chunk[-HOLD_BACK:])
             return
         pending = self.held + chunk
         if len(pending) > HOLD_BACK:
@@ -261,8 +267,9 @@ class BlobFetch:
         False when the body is not to be read (a HEAD, a range answered otherwise)."""
         return True
 
-    async def _deliver(self, start: int, chunk: bytes) -> None:
-        """Bytes [start, start + len(chunk)) of the blob, hashed already."""
+    async def _deliver(self, start: int, chunk: bytes | memoryview) -> None:
+        """Bytes [start, start + len(chunk)) of the blob, hashed already; a memoryview is
+        lent only until this returns."""
 
     # ------------------------------------------------------------ one source
 
@@ -321,12 +328,15 @@ class BlobFetch:
             # A large blob is read a MiB at a time (fewer, cheaper pieces); a small one in
             # CHUNK pieces, so that many at once hold little each.
             large = self.total is None or self.total > SMALL_BLOB
-            if large:
+            direct = DirectBody.take(upstream, self.upstreams.timeouts.read) if large \
+                else None
+            if large and direct is None:
                 _read_larger(upstream)
             before = self.received
             try:
-                async for chunk in upstream.content.iter_chunked(STREAM_CHUNK if large
-                                                                 else CHUNK):
+                pieces = direct.pieces() if direct is not None else \
+                    upstream.content.iter_chunked(STREAM_CHUNK if large else CHUNK)
+                async for chunk in pieces:
                     if skip:
                         cut = min(skip, len(chunk))
                         chunk, skip = chunk[cut:], skip - cut
@@ -339,6 +349,8 @@ class BlobFetch:
                 raise _Cut(outcome, f"reading blob {self.digest} after {self.received} "
                            f"bytes: {describe(error)}") from None
             finally:  # counted once per response, not per piece
+                if direct is not None:
+                    direct.close()
                 self.metrics.bytes.labels(step.source.host).inc(self.received - before)
         self._check_end(step)
 
@@ -372,7 +384,7 @@ class BlobFetch:
             self.total = int(length)
         return 0
 
-    async def _take(self, step: Step, chunk: bytes) -> None:
+    async def _take(self, step: Step, chunk: bytes | memoryview) -> None:
         start, end = self.received, self.received + len(chunk)
         if self.partial is None:
             assert self.total is not None
@@ -432,8 +444,15 @@ class BlobTransfer(BlobFetch):
         self.writer: _HeldBackWriter | None = None
         self.buffer: bytearray | None = None
         self.reserved = 0
+        self.waited = False
         self.extra_headers: dict[str, str] = {}
         """Added to the response (the cache's state, when the cache is on)."""
+        transport = request.transport
+        self.lent_unsafe = transport is None or \
+            transport.get_extra_info("ssl_object") is not None
+        """Whether the client's transport may keep a reference to what it is given to
+        write (TLS queues it): then a lent piece is copied before it is written; a plain
+        socket transport copies what it cannot send at once."""
 
     def _sent(self) -> bool:
         return self.response is not None
@@ -462,7 +481,9 @@ class BlobTransfer(BlobFetch):
                 return False
         return True
 
-    async def _deliver(self, start: int, chunk: bytes) -> None:
+    async def _deliver(self, start: int, chunk: bytes | memoryview) -> None:
+        if isinstance(chunk, memoryview) and self.lent_unsafe:
+            chunk = bytes(chunk)
         if self.buffer is not None:
             self.buffer[start : start + len(chunk)] = chunk
         elif self.writer is not None:
@@ -515,14 +536,21 @@ class BlobTransfer(BlobFetch):
         await response.prepare(self.request)
         return response
 
-    async def reserve_ahead(self) -> None:
-        """Room in the budget before the blob is asked for, when the manifest gave its size
-        and it is small: waiting here (for up to BUDGET_WAIT) rather than with a source's
-        answer open and filling up."""
+    async def attempt(self, step: Step) -> None:
+        await self._reserve_ahead()
+        await super().attempt(step)
+
+    async def _reserve_ahead(self) -> None:
+        """Room in the budget before the blob is first asked for, when the manifest gave
+        its size and it is small: waiting here (once, for up to BUDGET_WAIT) rather than
+        with a source's answer open and filling up. A Range of it waits too: the window is
+        cut from the whole blob, checked."""
         size = self.size
-        if self.method == "GET" and "Range" not in self.request.headers and \
-                size is not None and 0 < size <= SMALL_BLOB and not self.reserved and \
-                await self.budget.wait_for(size):
+        if self.waited or self.method != "GET" or self.reserved or size is None or \
+                not 0 < size <= SMALL_BLOB:
+            return
+        self.waited = True
+        if await self.budget.wait_for(size):
             self.reserved = size
 
     def release(self) -> None:

@@ -176,7 +176,7 @@ class CacheFill(BlobFetch):
             flight.notify()
         return True
 
-    async def _deliver(self, start: int, chunk: bytes) -> None:
+    async def _deliver(self, start: int, chunk: bytes | memoryview) -> None:
         flight = self.flight
         assert flight.fd is not None
         view = memoryview(chunk)

@@ -703,7 +703,6 @@ class Proxy:
         loop: AttemptLoop[None] = self._loop(request, "blob", home is not None)
         started = time.monotonic()
         try:
-            await blob.reserve_ahead()
             await loop.run(found.candidates, blob.attempt, found.walk)
             served = loop.attempts[-1] if loop.served_by is not None else None
             response = await blob.finish(served.rescued if served else ())

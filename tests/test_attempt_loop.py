@@ -425,10 +425,14 @@ def test_concurrent_first_requests_share_one_ping(tmp_path: Path) -> None:
     assert m1.pings == 1
 
 
-def test_a_small_blob_of_known_size_waits_for_the_budget(tmp_path: Path) -> None:
+def test_a_small_blob_of_known_size_waits_for_the_budget(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
     """The budget holds one blob; four pulls at once of a blob that m1 corrupts. Each waits
     for room and is read whole and checked, so each falls back to m2 before a byte went out
-    (streamed for want of room, some would have been cut at the mismatch instead)."""
+    (streamed for want of room, some would have been cut at the mismatch instead). The
+    wait is long here: on a busy machine the fourth must not give up and stream."""
+    monkeypatch.setattr("mirrorlab.proxy.blobs.BUDGET_WAIT", 60.0)
     blob = LARGE[: 2 << 20]  # 2 MiB: small enough to be read whole
     results = asyncio.run(_concurrent_pulls(tmp_path, "resilient", blob,
                                             [Script("flip", at=100), Script(), Script()],
