@@ -442,7 +442,9 @@ class BlobTransfer(BlobFetch):
         self.budget = budget
         self.response: web.StreamResponse | None = None
         self.writer: _HeldBackWriter | None = None
-        self.buffer: bytearray | None = None
+        self.buffer: list[bytes] | None = None
+        """A small blob's pieces as they came, held until it is verified (a bytearray of
+        its size cost a zero-filled allocation and a copy per request)."""
         self.reserved = 0
         self.waited = False
         self.extra_headers: dict[str, str] = {}
@@ -462,9 +464,12 @@ class BlobTransfer(BlobFetch):
         buffer sized for the last one goes, and `_ready` sizes a new one; with one, the
         buffer (and its room in the budget) is kept and written again from byte 0."""
         super()._restart()
-        if self.buffer is not None and not self._sent() and self.size is None:
-            self.release()
-            self.buffer = None
+        if self.buffer is not None and not self._sent():
+            if self.size is None:
+                self.release()
+                self.buffer = None
+            else:
+                self.buffer.clear()
 
     async def _ready(self, step: Step, upstream: aiohttp.ClientResponse) -> bool:
         if self.method == "HEAD" or self.range_error:
@@ -485,7 +490,7 @@ class BlobTransfer(BlobFetch):
         if isinstance(chunk, memoryview) and self.lent_unsafe:
             chunk = bytes(chunk)
         if self.buffer is not None:
-            self.buffer[start : start + len(chunk)] = chunk
+            self.buffer.append(bytes(chunk))  # bytes as they are; a lent view is copied
         elif self.writer is not None:
             await self.writer.feed(chunk)
         elif self.response is not None:  # a passed-through range
@@ -512,7 +517,7 @@ class BlobTransfer(BlobFetch):
             return
         if self.total <= SMALL_BLOB and (self.reserved == self.total
                                          or self.budget.reserve(self.total)):
-            self.buffer = bytearray(self.total)
+            self.buffer = []
             self.reserved = self.total
             return
         self.release()  # reserved ahead for another size: the blob streams
@@ -586,18 +591,20 @@ class BlobTransfer(BlobFetch):
         if self.request.method == "HEAD":
             headers["Content-Length"] = str(self.total)
             return web.Response(status=200, headers=headers)
-        data = memoryview(self.buffer if self.buffer is not None else bytearray())
+        pieces = self.buffer if self.buffer is not None else []
         window = parse_range(self.request.headers.get("Range"), self.total)
         if window:
             start, end = window
             headers["Content-Range"] = f"bytes {start}-{end}/{self.total}"
-            data = data[start : end + 1]
-        # Written piece by piece, waiting for the client: the buffer stays this request's
+            pieces = [b"".join(pieces)[start : end + 1]]
+        # Written piece by piece, waiting for the client: the pieces stay this request's
         # (and counted in the budget) until the last byte is out, never copied elsewhere.
         response = web.StreamResponse(status=206 if window else 200, headers=headers)
-        response.content_length = len(data)
+        response.content_length = sum(len(piece) for piece in pieces)
         await response.prepare(self.request)
-        for offset in range(0, len(data), CHUNK):
-            await _write(response, data[offset : offset + CHUNK])
+        for piece in pieces:
+            view = memoryview(piece)
+            for offset in range(0, len(view), CHUNK):
+                await _write(response, view[offset : offset + CHUNK])
         await response.write_eof()
         return response
