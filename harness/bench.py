@@ -3,16 +3,18 @@
 - a large incompressible blob: direct from the registry, through the verifying relay (the
   project's own C program, `relay.c`, built here with gcc and OpenSSL: recv into a 1 MiB
   buffer, SHA-256, send, the digest checked at the end; the least any verifying proxy must
-  do), through mirrorlab, through nginx as a plain relay, and cold through nginx as a
+  do), through mirrorlab, through nginx as a plain relay, through a relay of aiohttp alone
+  (`aiohttp_relay`: mirrorlab's HTTP stack, verifying nothing), and cold through nginx as a
   caching reverse proxy (`proxy_cache`, `sendfile on`) and mirrorlab's verified cache,
   alternated rep by rep; then through the distribution registry's own pull-through proxy
   (the same binary with `proxy.remoteurl`) cold and warm, and both caches warm, alternated;
-- manifest latency (p50, p99) for GET and HEAD, by tag and by digest: direct vs mirrorlab;
+- manifest latency (p50, p99) for GET and HEAD, by tag and by digest: direct, mirrorlab and
+  the aiohttp relay (the floor of the stack: what a request costs through aiohttp alone);
 - the CPU seconds per GB each process spends (origin, proxy, client) and from them the
   ceiling this machine puts on any proxy that verifies SHA-256 (see `bench_report`);
 - the proxy's peak resident memory while it streams the blob and a larger one (flat in size);
-- 32 and 128 concurrent pulls of a many-layer image, repeated and alternated with direct:
-  aggregate throughput and p99 pull time, and the proxy's peak memory;
+- 32 and 128 concurrent pulls of a many-layer image, repeated and alternated with direct and
+  the aiohttp relay: aggregate throughput and p99 pull time, and the proxy's peak memory;
 - `podman pull` wall time of the demo's image, direct vs through mirrorlab (a fresh store
   each time);
 - failover cost: what a pull pays when the first mirror refuses connections or accepts and
@@ -531,6 +533,7 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
     proxy: subprocess.Popen[bytes] | None = None
     relay: subprocess.Popen[bytes] | None = None
     nginx: subprocess.Popen[bytes] | None = None
+    aio: subprocess.Popen[bytes] | None = None
     failover_proxy: subprocess.Popen[bytes] | None = None
     cached_proxy: subprocess.Popen[bytes] | None = None
     fronts: dict[str, FaultProxy] = {}
@@ -596,12 +599,18 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
         served_through = {"origin": origin.pid, "pull_through": pull_through.pid}
 
         relay, relay_port = start_relay(build_relay(workdir), origin.address, workdir)
+        aio_port = free_port()
+        aio = _start_listener([sys.executable, "-m", "mirrorlab.harness.aiohttp_relay",
+                               str(aio_port), origin.url], aio_port,
+                              workdir / "aiohttp-relay.log", "the aiohttp relay")
         nginx, nginx_relay_port, nginx_cache_port = start_nginx(origin.address, workdir)
         relayed = f"http://127.0.0.1:{relay_port}/v2/bench/app"
         nginx_relayed = f"http://127.0.0.1:{nginx_relay_port}/v2/bench/app"
         cached = f"http://127.0.0.1:{nginx_cache_port}/v2/bench/app"
         served_by_relay = {"origin": origin.pid, "relay": relay.pid}
         served_by_nginx = {"origin": origin.pid, "nginx": nginx.pid}
+        aio_relayed = f"http://127.0.0.1:{aio_port}/v2/bench"
+        served_by_aio = {"origin": origin.pid, "aiohttp": aio.pid}
         through_cache = f"http://127.0.0.1:{cached_port}/v2/quay.io/bench/app"
         served_by_cache = {"origin": origin.pid, "proxy": cached_proxy.pid}
 
@@ -613,6 +622,7 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
                      "relay": (f"{relayed}/blobs/{layer}", served_by_relay),
                      "mirrorlab": (f"{mirrored}/blobs/{layer}", served_by_proxy),
                      "nginx_relay": (f"{nginx_relayed}/blobs/{layer}", served_by_nginx),
+                     "aiohttp_relay": (f"{aio_relayed}/app/blobs/{layer}", served_by_aio),
                      "mirrorlab_cache_cold": (f"{through_cache}/blobs/{layer}",
                                               served_by_cache),
                      # every cold rep its own cache key (the query string, which the
@@ -654,7 +664,8 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
                 str(pulls): await _concurrent(
                     {"direct": (f"{origin.url}/v2/bench/many", served_by_origin),
                      "mirrorlab": (f"http://127.0.0.1:{port}/v2/quay.io/bench/many",
-                                   served_by_proxy)},
+                                   served_by_proxy),
+                     "aiohttp_relay": (f"{aio_relayed}/many", served_by_aio)},
                     many.digest, pulls, reps, proxy.pid)
                 for pulls in (32, 128)}
             results["manifest"] = {}
@@ -666,6 +677,9 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
                                                  OCI_MANIFEST, requests),
                         "mirrorlab": await _latency(f"{mirrored}/manifests/{ref}", method,
                                                     OCI_MANIFEST, requests),
+                        "aiohttp_relay": await _latency(
+                            f"{aio_relayed}/app/manifests/{ref}", method, OCI_MANIFEST,
+                            requests),
                     }
 
         asyncio.run(measure())
@@ -676,7 +690,7 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
     finally:
         for front in fronts.values():
             front.stop()
-        for process in (failover_proxy, proxy, cached_proxy, relay, nginx):
+        for process in (failover_proxy, proxy, cached_proxy, relay, nginx, aio):
             if process is not None:
                 process.terminate()
                 process.wait(timeout=10)

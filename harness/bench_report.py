@@ -26,15 +26,16 @@ the blob's size (streaming the larger blob peaks at most 10 MiB above the smalle
 verified cache: cold at least 0.9 of the verifying relay, warm at least nginx's warm cache,
 128 concurrent cold pulls fetching each blob from the origin once."""
 
-BLOB_PATHS = ("direct", "relay", "mirrorlab", "nginx_relay", "pull_through_cold",
-              "pull_through_warm", "nginx_cache_cold", "nginx_cache_warm",
+BLOB_PATHS = ("direct", "relay", "mirrorlab", "nginx_relay", "aiohttp_relay",
+              "pull_through_cold", "pull_through_warm", "nginx_cache_cold", "nginx_cache_warm",
               "mirrorlab_cache_cold", "mirrorlab_cache_warm")
 LABELS = {"direct": "direct", "relay": "verifying relay (C)", "mirrorlab": "mirrorlab",
-          "nginx_relay": "nginx relay", "pull_through_cold": "pull-through cold",
+          "nginx_relay": "nginx relay", "aiohttp_relay": "aiohttp relay (no verification)",
+          "pull_through_cold": "pull-through cold",
           "pull_through_warm": "pull-through warm", "nginx_cache_cold": "nginx cache cold",
           "nginx_cache_warm": "nginx cache warm", "mirrorlab_cache_cold": "mirrorlab cache cold",
           "mirrorlab_cache_warm": "mirrorlab cache warm"}
-SERVING = ("relay", "proxy", "nginx", "pull_through")
+SERVING = ("relay", "proxy", "nginx", "aiohttp", "pull_through")
 """The process that serves each path, besides the origin and the client."""
 
 
@@ -64,11 +65,15 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
     figures["podman pull wall time, mirrorlab vs direct"] = round(
         podman["mirrorlab"]["median_s"] / podman["direct"]["median_s"], 3)
     for pulls, case in results["concurrent"].items():
-        figures[f"{pulls} concurrent pulls, aggregate vs direct"] = round(
-            case["mirrorlab"]["aggregate_mb_per_s"] / case["direct"]["aggregate_mb_per_s"], 3)
+        for name, label in (("mirrorlab", ""), ("aiohttp_relay", ", the aiohttp relay")):
+            if name in case:
+                figures[f"{pulls} concurrent pulls, aggregate vs direct{label}"] = round(
+                    case[name]["aggregate_mb_per_s"] / case["direct"]["aggregate_mb_per_s"], 3)
     for key, pair in results["manifest"].items():
-        figures[f"manifest {key} p50 overhead ms"] = round(
-            pair["mirrorlab"]["p50_ms"] - pair["direct"]["p50_ms"], 3)
+        for name, label in (("mirrorlab", ""), ("aiohttp_relay", ", the aiohttp relay")):
+            if name in pair:
+                figures[f"manifest {key} p50 overhead ms{label}"] = round(
+                    pair[name]["p50_ms"] - pair["direct"]["p50_ms"], 3)
     return figures
 
 
@@ -162,12 +167,14 @@ def _markdown(results: dict[str, Any], plot: str | None) -> str:
                      f"{blob[name]['mb_per_s'] / relay:.2f} | "
                      f"{'-' if serving is None else serving}, {cpu['origin']}, "
                      f"{cpu['client']} |")
-    lines += ["", f"Direct, the verifying relay, mirrorlab, the nginx relay and both caches "
-              f"cold alternate rep by rep ({results['reps']} each: nginx's with a new cache key "
-              f"each time; mirrorlab's entry removed after each rep, once its fsync and rename "
-              f"were done, which took {results['cache']['commit_after_last_byte_s']} s after "
-              f"the last byte); pull-through cold is one fetch; the two warm caches alternate "
-              f"after one fill each."]
+    lines += ["", f"Direct, the verifying relay, mirrorlab, the nginx and aiohttp relays and "
+              f"both caches cold alternate rep by rep ({results['reps']} each: nginx's with a "
+              f"new cache key each time; mirrorlab's entry removed after each rep, once its "
+              f"fsync and rename were done, which took "
+              f"{results['cache']['commit_after_last_byte_s']} s after the last byte; after "
+              f"each cold rep of either cache every dirty page is written out, unmeasured); "
+              f"pull-through cold is one fetch; the two warm caches alternate after one fill "
+              f"each."]
     cache = results["cache"]
     concurrent = cache["concurrent"]
     gets = concurrent["upstream_gets_per_blob"]
@@ -194,22 +201,32 @@ def _markdown(results: dict[str, Any], plot: str | None) -> str:
     lines += ["", f"Proxy peak resident memory while streaming: {results['proxy_peak_rss_mib']} "
               f"MiB for {results['blob_mib']} MiB, {results['proxy_peak_rss_large_mib']} MiB "
               f"for {results['large_blob_mib']} MiB.", "",
-              "| manifest request | direct p50 / p99 ms | mirrorlab p50 / p99 ms |",
-              "| --- | --- | --- |"]
+              "| manifest request | direct p50 / p99 ms | mirrorlab p50 / p99 ms | aiohttp "
+              "relay p50 / p99 ms |", "| --- | --- | --- | --- |"]
     for key, pair in results["manifest"].items():
+        aio = pair.get("aiohttp_relay", {"p50_ms": "-", "p99_ms": "-"})
         lines.append(f"| {key} | {pair['direct']['p50_ms']} / {pair['direct']['p99_ms']} | "
-                     f"{pair['mirrorlab']['p50_ms']} / {pair['mirrorlab']['p99_ms']} |")
+                     f"{pair['mirrorlab']['p50_ms']} / {pair['mirrorlab']['p99_ms']} | "
+                     f"{aio['p50_ms']} / {aio['p99_ms']} |")
+    lines += ["", "The aiohttp relay is mirrorlab's HTTP stack alone (aiohttp's server and "
+              "client on one event loop, verifying, resolving and logging nothing): its "
+              "overhead over direct is the floor under mirrorlab's."]
     lines += ["", "Concurrent pulls of a many-layer image (median of "
               f"{results['reps']} runs, alternated with direct):", "",
-              "| pulls | direct MB/s, p99 s | mirrorlab MB/s, p99 s | vs direct | proxy peak MiB "
-              "| CPU s per GB direct: origin, client; mirrorlab: proxy, origin, client |",
-              "| --- | --- | --- | --- | --- | --- |"]
+              "| pulls | direct MB/s, p99 s | mirrorlab MB/s, p99 s | vs direct | aiohttp "
+              "relay MB/s, vs direct | proxy peak MiB | CPU s per GB direct: origin, client; "
+              "mirrorlab: proxy, origin, client |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for pulls, case in results["concurrent"].items():
         d, m = case["direct"], case["mirrorlab"]
         dc, mc = d["cpu_s_per_gb"], m["cpu_s_per_gb"]
+        aio = case.get("aiohttp_relay")
+        aio_text = "-" if aio is None else (
+            f"{aio['aggregate_mb_per_s']}, "
+            f"{aio['aggregate_mb_per_s'] / d['aggregate_mb_per_s']:.2f}")
         lines.append(f"| {pulls} | {d['aggregate_mb_per_s']}, {d['p99_pull_s']} | "
                      f"{m['aggregate_mb_per_s']}, {m['p99_pull_s']} | "
-                     f"{m['aggregate_mb_per_s'] / d['aggregate_mb_per_s']:.2f} | "
+                     f"{m['aggregate_mb_per_s'] / d['aggregate_mb_per_s']:.2f} | {aio_text} | "
                      f"{case['proxy_peak_rss_mib']} | {dc['origin']}, {dc['client']}; "
                      f"{mc['proxy']}, {mc['origin']}, {mc['client']} |")
     bounds = [f"{c[f'{pulls}_pulls_bound_vs_direct']} for {pulls}" for pulls in
@@ -246,7 +263,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
                                                  width_ratios=(2, 1, 1))
     blob = results["blob"]
     colours = {"direct": "#607d8b", "relay": "#5e35b1", "mirrorlab": "#2e7d32",
-               "nginx_relay": "#00838f", "pull_through_cold": "#ef6c00",
+               "nginx_relay": "#00838f", "aiohttp_relay": "#9e9d24",
+               "pull_through_cold": "#ef6c00",
                "pull_through_warm": "#ffa726", "nginx_cache_cold": "#0277bd",
                "nginx_cache_warm": "#4fc3f7", "mirrorlab_cache_cold": "#1b5e20",
                "mirrorlab_cache_warm": "#81c784"}
@@ -261,12 +279,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
     left.tick_params(axis="x", labelsize=7)
     left.legend(fontsize=8)
     pulls = list(results["concurrent"])
-    width = 0.38
-    for offset, name, colour in ((-width / 2, "direct", "#607d8b"),
-                                 (width / 2, "mirrorlab", "#2e7d32")):
-        middle.bar([i + offset for i in range(len(pulls))],
-                   [results["concurrent"][p][name]["aggregate_mb_per_s"] for p in pulls],
-                   width, label=name, color=colour)
+    width = 0.27
+    for offset, name, colour in ((-width, "direct", "#607d8b"), (0.0, "mirrorlab", "#2e7d32"),
+                                 (width, "aiohttp_relay", "#9e9d24")):
+        if all(name in results["concurrent"][p] for p in pulls):
+            middle.bar([i + offset for i in range(len(pulls))],
+                       [results["concurrent"][p][name]["aggregate_mb_per_s"] for p in pulls],
+                       width, label=LABELS.get(name, name), color=colour)
     for i, p in enumerate(pulls):
         bound_p = results["ceiling"][f"{p}_pulls_bound_vs_direct"]
         if bound_p:

@@ -34,6 +34,12 @@ def test_bench_writes_results_beside_their_baselines(tmp_path: Path) -> None:
     assert set(results["blob"]["nginx_cache_warm"]["cpu_s_per_gb"]) == {"origin", "nginx",
                                                                         "client"}
     assert results["ceiling"]["hash_only_proxy_bound_vs_direct"] > 0
+    # The floor of the HTTP stack: an aiohttp-only relay beside mirrorlab everywhere.
+    assert set(results["blob"]["aiohttp_relay"]["cpu_s_per_gb"]) == {"origin", "aiohttp",
+                                                                     "client"}
+    assert all(case["aiohttp_relay"]["aggregate_mb_per_s"] > 0
+               for case in results["concurrent"].values())
+    assert all(pair["aiohttp_relay"]["p50_ms"] > 0 for pair in results["manifest"].values())
     assert (tmp_path / "out/results.png").read_bytes().startswith(b"\x89PNG")
     assert results["ratios"]["mirrorlab_vs_direct_throughput"] > 0
     assert results["ratios"]["mirrorlab_vs_relay_throughput"] > 0
@@ -42,7 +48,7 @@ def test_bench_writes_results_beside_their_baselines(tmp_path: Path) -> None:
     assert all(isinstance(target["met"], bool) for target in results["targets"])
     report = (tmp_path / "out/results.md").read_text()
     assert "| mirrorlab |" in report and "| verifying relay (C) |" in report
-    assert "| nginx cache warm |" in report
+    assert "| nginx cache warm |" in report and "| aiohttp relay (no verification) |" in report
     assert sum(line.endswith(("| met |", "| MISSED |")) for line in report.splitlines()) == 12
     # nginx served the warm reps from its cache, not from the origin.
     assert list((tmp_path / "work/nginx/cache").rglob("*"))
