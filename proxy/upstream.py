@@ -159,6 +159,8 @@ class Upstreams:
         self._tokens: dict[tuple[str, str, str, str], tuple[str, float]] = {}
 
     async def close(self) -> None:
+        for ping in self._pinging.values():
+            ping.cancel()
         await self._session.close()
 
     def configure(self, *, certs: CertsDirSettings, auth_files: Iterable[AuthFile]) -> None:
