@@ -10,11 +10,13 @@ served it. Also the regressions of the hostile-probing round (issue 11, items 6 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -153,43 +155,52 @@ def scripted_node(tmp_path: Path, servers: list[TestServer]) -> tuple[NodeFiles,
     return files, resolve
 
 
-async def _pull(tmp_path: Path, mode: str, blob: bytes, scripts: list[Script],
-                caplog: pytest.LogCaptureFixture, headers: dict[str, str],
-                again: Callable[[], None] | None = None, direct: bool = False,
-                read_timeout: float = 5.0) -> Outcome:
+@contextlib.asynccontextmanager
+async def scripted_proxy(tmp_path: Path, blob: bytes, scripts: list[Script],
+                         **options: Any
+                         ) -> AsyncIterator[tuple[Proxy, TestClient[web.Request, web.Application]]]:
+    """The scripted registries running, a proxy on their node files (with `options` for
+    ServeOptions) and a client of it; all stopped afterwards."""
     servers = [TestServer(_registry(blob, script)) for script in scripts]
     for server in servers:
         await server.start_server()
     try:
         files, resolve = scripted_node(tmp_path, servers)
-        proxy = Proxy(ServeOptions(files=files, resolve=resolve, reload_interval=0,
-                                   fallback=FallbackMode(mode),
-                                   timeouts=Timeouts(connect=2, read=read_timeout)))
+        proxy = Proxy(ServeOptions(files=files, resolve=resolve, reload_interval=0, **options))
         async with TestClient(TestServer(proxy.app())) as client:
-            for round_ in range(2 if again else 1):
-                if round_:  # another pull of the same image, the registries changed
-                    assert again is not None
-                    again()
-                if not direct:  # the pull's manifest first, as a client does
-                    manifest = await client.get(
-                        f"/v2/src.test/ns/app/manifests/{_digest(_manifest(blob))}")
-                    assert manifest.status == 200
-                    assert manifest.headers["X-Mirrorlab-Source"].startswith("m1.test/")
-                caplog.clear()
-                try:
-                    response = await client.get(f"/v2/src.test/ns/app/blobs/{_digest(blob)}",
-                                                headers=headers)
-                    body = await response.read()
-                    status = response.status
-                    source = response.headers.get("X-Mirrorlab-Source", "")
-                except Exception:  # the proxy cut the connection: the client completes nothing
-                    status, body, source = 0, b"", ""
-        events = [json.loads(r.getMessage()) for r in caplog.records
-                  if r.name == "mirrorlab.proxy" and r.getMessage().startswith("{")]
-        return Outcome(status, body, source, events)
+            yield proxy, client
     finally:
         for server in servers:
             await server.close()
+
+
+async def _pull(tmp_path: Path, mode: str, blob: bytes, scripts: list[Script],
+                caplog: pytest.LogCaptureFixture, headers: dict[str, str],
+                again: Callable[[], None] | None = None, direct: bool = False,
+                read_timeout: float = 5.0) -> Outcome:
+    async with scripted_proxy(tmp_path, blob, scripts, fallback=FallbackMode(mode),
+                              timeouts=Timeouts(connect=2, read=read_timeout)) as (_, client):
+        for round_ in range(2 if again else 1):
+            if round_:  # another pull of the same image, the registries changed
+                assert again is not None
+                again()
+            if not direct:  # the pull's manifest first, as a client does
+                manifest = await client.get(
+                    f"/v2/src.test/ns/app/manifests/{_digest(_manifest(blob))}")
+                assert manifest.status == 200
+                assert manifest.headers["X-Mirrorlab-Source"].startswith("m1.test/")
+            caplog.clear()
+            try:
+                response = await client.get(f"/v2/src.test/ns/app/blobs/{_digest(blob)}",
+                                            headers=headers)
+                body = await response.read()
+                status = response.status
+                source = response.headers.get("X-Mirrorlab-Source", "")
+            except Exception:  # the proxy cut the connection: the client completes nothing
+                status, body, source = 0, b"", ""
+    events = [json.loads(r.getMessage()) for r in caplog.records
+              if r.name == "mirrorlab.proxy" and r.getMessage().startswith("{")]
+    return Outcome(status, body, source, events)
 
 
 Run = Callable[..., Outcome]
@@ -389,30 +400,21 @@ async def _concurrent_pulls(tmp_path: Path, mode: str, blob: bytes, scripts: lis
                             pulls: int, budget: int) -> list[tuple[int, bytes]]:
     """`pulls` clients at once on a fresh proxy: the manifest, then the blob; (status,
     body) of each blob answer, status 0 when the proxy cut the connection."""
-    servers = [TestServer(_registry(blob, script)) for script in scripts]
-    for server in servers:
-        await server.start_server()
-    try:
-        files, resolve = scripted_node(tmp_path, servers)
-        proxy = Proxy(ServeOptions(files=files, resolve=resolve, reload_interval=0,
-                                   fallback=FallbackMode(mode), buffer_budget=budget))
-        async with TestClient(TestServer(proxy.app())) as client:
-            async def pull() -> tuple[int, bytes]:
-                manifest = await client.get(
-                    f"/v2/src.test/ns/app/manifests/{_digest(_manifest(blob))}")
-                assert manifest.status == 200
-                try:
-                    response = await client.get(f"/v2/src.test/ns/app/blobs/{_digest(blob)}")
-                    return response.status, await response.read()
-                except Exception:  # cut mid-body
-                    return 0, b""
+    async with scripted_proxy(tmp_path, blob, scripts, fallback=FallbackMode(mode),
+                              buffer_budget=budget) as (proxy, client):
+        async def pull() -> tuple[int, bytes]:
+            manifest = await client.get(
+                f"/v2/src.test/ns/app/manifests/{_digest(_manifest(blob))}")
+            assert manifest.status == 200
+            try:
+                response = await client.get(f"/v2/src.test/ns/app/blobs/{_digest(blob)}")
+                return response.status, await response.read()
+            except Exception:  # cut mid-body
+                return 0, b""
 
-            results = await asyncio.gather(*(pull() for _ in range(pulls)))
-            assert proxy.budget.used == 0
-            return results
-    finally:
-        for server in servers:
-            await server.close()
+        results = await asyncio.gather(*(pull() for _ in range(pulls)))
+        assert proxy.budget.used == 0
+        return results
 
 
 def test_concurrent_first_requests_share_one_ping(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ from mirrorlab.proxy.resolve_table import ResolveTable
 from mirrorlab.proxy.server import Proxy, ServeOptions
 from mirrorlab.proxy.upstream import Timeouts
 
-from .test_attempt_loop import ROWS, Script, _manifest, _registry, scripted_node
+from .test_attempt_loop import ROWS, Script, _manifest, scripted_proxy
 
 SMALL = bytes(range(256)) * 64  # 16 KiB: verified whole before a byte goes out
 LARGE = hashlib.sha256(b"large").digest() * (6 * 1024 * 1024 // 32)  # 6 MiB: streamed
@@ -594,31 +594,22 @@ async def _pull_cached(tmp_path: Path, mode: str, blob: bytes, scripts: list[Scr
                        caplog: pytest.LogCaptureFixture) -> tuple[int, bytes, str, str, Proxy]:
     """test_attempt_loop's pull (manifest from m1, then the blob), with the cache on; then
     the blob once more. The first answer, its source, and the second one's cache state."""
-    servers = [TestServer(_registry(blob, script)) for script in scripts]
-    for server in servers:
-        await server.start_server()
-    try:
-        files, resolve = scripted_node(tmp_path, servers)
-        proxy = Proxy(ServeOptions(files=files, resolve=resolve, reload_interval=0,
-                                   fallback=FallbackMode(mode), cache_dir=str(tmp_path / "c"),
-                                   timeouts=Timeouts(connect=2, read=5)))
-        async with TestClient(TestServer(proxy.app())) as client:
-            manifest = await client.get(f"/v2/src.test/ns/app/manifests/{_digest(_manifest(blob))}")
-            assert manifest.status == 200
-            try:
-                response = await client.get(f"/v2/src.test/ns/app/blobs/{_digest(blob)}")
-                body = await response.read()
-                status, source = response.status, response.headers.get("X-Mirrorlab-Source", "")
-            except Exception:  # cut: the client completes nothing
-                status, body, source = 0, b"", ""
-            await asyncio.sleep(0.3)
-            again = await client.get(f"/v2/src.test/ns/app/blobs/{_digest(blob)}")
-            with contextlib.suppress(aiohttp.ClientError):  # a miss cut again
-                await again.read()
-            return status, body, source, again.headers.get("X-Mirrorlab-Cache", ""), proxy
-    finally:
-        for server in servers:
-            await server.close()
+    async with scripted_proxy(tmp_path, blob, scripts, fallback=FallbackMode(mode),
+                              cache_dir=str(tmp_path / "c"),
+                              timeouts=Timeouts(connect=2, read=5)) as (proxy, client):
+        manifest = await client.get(f"/v2/src.test/ns/app/manifests/{_digest(_manifest(blob))}")
+        assert manifest.status == 200
+        try:
+            response = await client.get(f"/v2/src.test/ns/app/blobs/{_digest(blob)}")
+            body = await response.read()
+            status, source = response.status, response.headers.get("X-Mirrorlab-Source", "")
+        except Exception:  # cut: the client completes nothing
+            status, body, source = 0, b"", ""
+        await asyncio.sleep(0.3)
+        again = await client.get(f"/v2/src.test/ns/app/blobs/{_digest(blob)}")
+        with contextlib.suppress(aiohttp.ClientError):  # a miss cut again
+            await again.read()
+        return status, body, source, again.headers.get("X-Mirrorlab-Cache", ""), proxy
 
 
 @pytest.mark.parametrize("mode", ["sticky", "blob", "resilient"])
