@@ -19,7 +19,9 @@ import hashlib
 import json
 import logging
 import re
+import sys
 import time
+from asyncio import selector_events
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -194,10 +196,11 @@ class _HeldBackWriter:
     async def feed(self, chunk: bytes | memoryview) -> None:
         """`chunk` may be lent (`body.DirectBody`): what is kept of it is copied."""
         if len(chunk) >= HOLD_BACK:
+            tail = bytes(chunk[-HOLD_BACK:])  # copied before anything waits
             if self.held:
                 await _write(self.response, self.held)
             await _write(self.response, memoryview(chunk)[:-HOLD_BACK])
-            self.held = bytes(chunk[-HOLD_BACK:])
+            self.held = tail
             return
         pending = self.held + chunk
         if len(pending) > HOLD_BACK:
@@ -218,6 +221,14 @@ def _read_larger(upstream: aiohttp.ClientResponse) -> None:
     transport = connection.transport if connection is not None else None
     if transport is not None and hasattr(transport, "max_size"):
         transport.max_size = STREAM_CHUNK
+
+
+def copies_what_it_queues(transport: asyncio.BaseTransport | None) -> bool:
+    """Whether a transport copies what it cannot send at once, so that a piece lent from a
+    reused buffer may be written as it is: CPython 3.11's plain socket transport does (into
+    a bytearray); 3.12's keeps the memoryview queued, and TLS queues what it is given."""
+    return transport is not None and sys.version_info < (3, 12) and \
+        type(transport) is getattr(selector_events, "_SelectorSocketTransport", None)
 
 
 async def _write(response: web.StreamResponse, data: bytes | memoryview) -> None:
@@ -328,12 +339,13 @@ class BlobFetch:
             # A large blob is read a MiB at a time (fewer, cheaper pieces); a small one in
             # CHUNK pieces, so that many at once hold little each.
             large = self.total is None or self.total > SMALL_BLOB
-            direct = DirectBody.take(upstream, self.upstreams.timeouts.read) if large \
-                else None
-            if large and direct is None:
-                _read_larger(upstream)
+            direct: DirectBody | None = None
             before = self.received
             try:
+                direct = DirectBody.take(upstream, self.upstreams.timeouts.read) if large \
+                    else None
+                if large and direct is None:
+                    _read_larger(upstream)
                 pieces = direct.pieces() if direct is not None else \
                     upstream.content.iter_chunked(STREAM_CHUNK if large else CHUNK)
                 async for chunk in pieces:
@@ -449,12 +461,8 @@ class BlobTransfer(BlobFetch):
         self.waited = False
         self.extra_headers: dict[str, str] = {}
         """Added to the response (the cache's state, when the cache is on)."""
-        transport = request.transport
-        self.lent_unsafe = transport is None or \
-            transport.get_extra_info("ssl_object") is not None
-        """Whether the client's transport may keep a reference to what it is given to
-        write (TLS queues it): then a lent piece is copied before it is written; a plain
-        socket transport copies what it cannot send at once."""
+        self.lent_unsafe = not copies_what_it_queues(request.transport)
+        """Whether a lent piece must be copied before it is written to the client."""
 
     def _sent(self) -> bool:
         return self.response is not None

@@ -53,11 +53,8 @@ class _Receiver(asyncio.BufferedProtocol):
         self.filled += nbytes
         self.remaining -= nbytes
         self._last = self._loop.time()
-        if self.remaining < 0:
-            self.error = ConnectionError("the source sent more than the announced length")
         if self.filled == len(self.buffer) or self.remaining <= 0:
-            assert self.transport is not None
-            self.transport.pause_reading()
+            self._pause()
             self._wake()
 
     def eof_received(self) -> bool:
@@ -73,6 +70,10 @@ class _Receiver(asyncio.BufferedProtocol):
                                                      "of the body")
         self._wake()
 
+    def _pause(self) -> None:
+        if self.transport is not None and self.transport.is_reading():
+            self.transport.pause_reading()
+
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
@@ -82,6 +83,7 @@ class _Receiver(asyncio.BufferedProtocol):
         assert self.read_timeout is not None
         if self._loop.time() - self._last >= self.read_timeout:
             self.error = TimeoutError(f"no byte for {self.read_timeout:g} s")
+            self._pause()  # what is in the buffer is lent next: nothing may land on it
             self._wake()
             return
         self._watch = self._loop.call_later(self.read_timeout / 4, self._check)
@@ -127,18 +129,20 @@ class DirectBody:
             return None  # not the aiohttp this was written against, or no plain transport
         # What aiohttp parsed already, until its reader is empty and no longer paused (a
         # paused parser may hold bytes back; draining the reader resumes it).
+        # Past this point bytes were taken: what goes wrong is raised (a cut), not None.
         early = bytearray()
         while piece := response.content.read_nowait(-1):
             early += piece
+        remaining = int(length) - response.content.total_bytes
+        if remaining <= 0 or response.connection is None:  # it all came with the headers
+            return cls(response, bytes(early), _Receiver(0, read_timeout))
         if protocol._reading_paused:
             raise ConnectionError("the response's reader stayed paused when taken over")
-        remaining = int(length) - response.content.total_bytes
         protocol.pause_reading()  # aiohttp's read timer stops with it
         receiver = _Receiver(remaining, read_timeout)
         receiver.transport = transport
         transport.set_protocol(receiver)
-        if remaining > 0:
-            transport.resume_reading()
+        transport.resume_reading()
         return cls(response, bytes(early), receiver)
 
     async def pieces(self) -> AsyncIterator[bytes | memoryview]:
@@ -150,6 +154,7 @@ class DirectBody:
         while True:
             await receiver.wait()
             if receiver.filled:  # what came before a failure counts (a resume starts there)
+                receiver._pause()  # lent: nothing is received into it until the next ask
                 filled, receiver.filled = receiver.filled, 0
                 yield receiver.buffer[:filled]
             if receiver.error is not None:
