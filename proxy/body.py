@@ -8,13 +8,14 @@ relay does instead is receive into one buffer, hash it, send it. `DirectBody` do
 an aiohttp response whose headers are read: the bytes aiohttp already parsed come first,
 then the connection's transport is given an `asyncio.BufferedProtocol` that receives into
 a 1 MiB buffer, exactly up to the announced length (Content-Length, no chunked coding).
-Each piece is lent to the caller until it asks for the next one.
+Each piece is lent to the caller until it asks for the next one, and nothing is received
+while it is lent (the transport is paused).
 
 The connection is closed afterwards (aiohttp's parser never saw the body, so it cannot
 be reused); for a body of at least `MINIMUM` bytes a new connection costs little beside
-it. When the response cannot be taken over (chunked, its reader already paused, a
-transport without `set_protocol`), `take` says so before it consumed anything, and the
-caller reads the body the usual way.
+it. When the response cannot be taken over (chunked, smaller, not the aiohttp protocol
+this was written against), `take` says so before it consumed anything, and the caller
+reads the body the usual way; a failure after that is raised, as a cut body.
 """
 
 from __future__ import annotations
