@@ -55,7 +55,7 @@ async def _lookaside(upstreams: Upstreams, storage: SignatureStorage, digest: st
                                          f"{os.strerror(error.errno or 0)}") from None
         elif parts.scheme in ("http", "https"):
             try:
-                status, blob = await upstreams.get_url(address, MAX_SIGNATURE_SIZE + 1)
+                status, blob = await upstreams.get_url(address, MAX_SIGNATURE_SIZE)
             except (SourceFailure, MirrorlabError) as error:  # `Get "URL": dial tcp ...`
                 raise SignatureReadError(str(error)) from None
             if status == 404:

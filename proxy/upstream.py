@@ -386,7 +386,8 @@ class Upstreams:
         raise SourceFailure(Outcome.BAD_RESPONSE, f"too many redirects from {url}")
 
     async def get_url(self, url: str, limit: int) -> tuple[int, bytes]:
-        """A plain GET (a lookaside signature): no registry credentials go with it."""
+        """A plain GET (a lookaside signature): no registry credentials go with it. The
+        status and the body, as `read_limited` reads it (past `limit`, one byte more)."""
         parts = urlsplit(url)
         host = parts.hostname or ""
         if parts.port is not None:
@@ -396,7 +397,7 @@ class Upstreams:
                 url, allow_redirects=True,
                 ssl=self.tls_context(host, False) if url.startswith("https:") else False,
             ) as response:
-                return response.status, await read_limited(response, limit - 1)
+                return response.status, await read_limited(response, limit)
         except (SourceFailure, ConfigError):
             raise
         except Exception as error:
