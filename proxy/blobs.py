@@ -186,31 +186,29 @@ client cannot complete the blob without it), so a small one, not a whole piece."
 
 
 class _HeldBackWriter:
-    """Writes a blob as it arrives, always keeping its last HOLD_BACK bytes back until
-    `finish`: a client can never complete a blob whose digest was not checked."""
+    """Writes a blob as it arrives, keeping the blob's last HOLD_BACK bytes back until
+    `finish`: a client can never complete a blob whose digest was not checked. The bytes
+    before them go out as they come, each piece in one write."""
 
-    def __init__(self, response: web.StreamResponse) -> None:
+    def __init__(self, response: web.StreamResponse, total: int) -> None:
         self.response = response
-        self.held = b""
+        self.limit = max(total - HOLD_BACK, 0)
+        """Bytes [0, limit) of the blob may go out before its digest matched."""
+        self.held: list[bytes] = []
 
-    async def feed(self, chunk: bytes | memoryview) -> None:
-        """`chunk` may be lent (`body.DirectBody`): what is kept of it is copied."""
-        if len(chunk) >= HOLD_BACK:
-            tail = bytes(chunk[-HOLD_BACK:])  # copied before anything waits
-            if self.held:
-                await _write(self.response, self.held)
-            await _write(self.response, memoryview(chunk)[:-HOLD_BACK])
-            self.held = tail
-            return
-        pending = self.held + chunk
-        if len(pending) > HOLD_BACK:
-            await _write(self.response, memoryview(pending)[:-HOLD_BACK])
-            pending = pending[-HOLD_BACK:]
-        self.held = pending
+    async def feed(self, start: int, chunk: bytes | memoryview) -> None:
+        """Bytes [start, start + len(chunk)) of the blob; a lent view's held part is
+        copied before anything waits."""
+        free = max(self.limit - start, 0)
+        if free < len(chunk):
+            self.held.append(bytes(chunk[free:]))
+            chunk = chunk[:free]
+        if chunk:
+            await _write(self.response, chunk)
 
     async def finish(self) -> None:
-        if self.held:
-            await _write(self.response, self.held)
+        for piece in self.held:
+            await _write(self.response, piece)
         await self.response.write_eof()
 
 
@@ -500,7 +498,7 @@ class BlobTransfer(BlobFetch):
         if self.buffer is not None:
             self.buffer.append(bytes(chunk))  # bytes as they are; a lent view is copied
         elif self.writer is not None:
-            await self.writer.feed(chunk)
+            await self.writer.feed(start, chunk)
         elif self.response is not None:  # a passed-through range
             await _write(self.response, chunk)
 
@@ -533,7 +531,7 @@ class BlobTransfer(BlobFetch):
             self.partial = window  # answered once the source answered the range itself
             return
         self.response = await self._prepare(step, window)
-        self.writer = _HeldBackWriter(self.response)
+        self.writer = _HeldBackWriter(self.response, self.total)
 
     async def _prepare(self, step: Step, window: tuple[int, int] | None
                        ) -> web.StreamResponse:
