@@ -11,6 +11,7 @@ import errno
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -34,7 +35,7 @@ from mirrorlab.proxy.cache import (
     prune_cache,
     verify_cache,
 )
-from mirrorlab.proxy.cache_serve import stale_allowed
+from mirrorlab.proxy.cache_serve import _corked, stale_allowed
 from mirrorlab.proxy.fallback import FallbackMode
 from mirrorlab.proxy.outcomes import Attempt, Outcome
 from mirrorlab.proxy.paths import NodeFiles
@@ -653,3 +654,31 @@ def test_a_client_gone_mid_flight_leaves_the_others_and_the_cache_whole(
 
     _run(tmp_path, registry, body)
     assert registry.blob_gets == [digest]
+
+
+def test_a_hit_is_corked_while_it_is_sent_and_uncorked_after() -> None:
+    """TCP_CORK holds partial segments for up to 200 ms: a hit's socket must be uncorked
+    once its last byte is queued, and after a failure too."""
+    class _Transport:
+        def __init__(self, sock: socket.socket) -> None:
+            self.sock = sock
+
+        def get_extra_info(self, name: str) -> object:
+            return self.sock if name == "socket" else None
+
+    class _Request:
+        def __init__(self, sock: socket.socket) -> None:
+            self.transport = _Transport(sock)
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    with listener, socket.create_connection(listener.getsockname()) as sock:
+        def cork() -> int:
+            return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK)
+
+        with _corked(_Request(sock)):  # type: ignore[arg-type]
+            assert cork() == 1
+        assert cork() == 0
+        with pytest.raises(ConnectionError), _corked(_Request(sock)):  # type: ignore[arg-type]
+            assert cork() == 1
+            raise ConnectionError
+        assert cork() == 0
