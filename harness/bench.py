@@ -534,7 +534,7 @@ def start_nginx(upstream: str, workdir: Path) -> tuple[subprocess.Popen[bytes], 
     return process, relay_port, cache_port
 
 
-def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps: int = 3,
+def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps: int = 5,
               requests: int = 200, out: Path = Path("bench")) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     size, large_size = size_mib * 1024 * 1024, large_mib * 1024 * 1024

@@ -167,7 +167,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--large-mib", type=int, default=1024,
                    help="a larger blob, streamed once to show memory flat in size "
                    "(default: %(default)s)")
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--reps", type=int, default=5)
     p.add_argument("--requests", type=int, default=200, help="manifest requests per case")
     p.add_argument("--out", default="bench", help="where results.json and results.md go")
     p.add_argument("--workdir", default="bench/work")
