@@ -3,7 +3,7 @@
 Nothing unverified completes. A blob of up to 4 MiB is read whole (within a shared
 memory budget) and checked before a byte is sent; a wrong or cut one is fetched again,
 from byte 0, at the next source, so a mismatch is always one source's. A larger blob
-streams with its last piece held back until the digest matches; on a mismatch the
+streams with its last 64 KiB held back until the digest matches; on a mismatch the
 connection is cut and every source that sent bytes of it becomes a suspect for that blob
 (tried last, for a while). A stream cut mid-way resumes with `Range`: at the same source
 in the node modes, after enough progress, as containers/image's `docker/body_reader.go`
@@ -194,21 +194,23 @@ class _HeldBackWriter:
         self.response = response
         self.limit = max(total - HOLD_BACK, 0)
         """Bytes [0, limit) of the blob may go out before its digest matched."""
-        self.held: list[bytes] = []
+        self.held = bytearray()
+        """The blob's tail, at most HOLD_BACK bytes, copied in as it comes (one buffer:
+        a source that trickles cannot make it a pile of tiny objects)."""
 
     async def feed(self, start: int, chunk: bytes | memoryview) -> None:
         """Bytes [start, start + len(chunk)) of the blob; a lent view's held part is
         copied before anything waits."""
         free = max(self.limit - start, 0)
         if free < len(chunk):
-            self.held.append(bytes(chunk[free:]))
+            self.held += chunk[free:]
             chunk = chunk[:free]
         if chunk:
             await _write(self.response, chunk)
 
     async def finish(self) -> None:
-        for piece in self.held:
-            await _write(self.response, piece)
+        if self.held:
+            await _write(self.response, self.held)
         await self.response.write_eof()
 
 
@@ -229,7 +231,7 @@ def copies_what_it_queues(transport: asyncio.BaseTransport | None) -> bool:
         type(transport) is getattr(selector_events, "_SelectorSocketTransport", None)
 
 
-async def _write(response: web.StreamResponse, data: bytes | memoryview) -> None:
+async def _write(response: web.StreamResponse, data: bytes | bytearray | memoryview) -> None:
     try:
         await response.write(data)
     except (ConnectionError, aiohttp.ClientConnectionResetError) as error:
@@ -440,7 +442,7 @@ class BlobFetch:
 
 class BlobTransfer(BlobFetch):
     """One client blob request: small blobs buffered and verified before a byte goes out,
-    large ones streamed with the last piece held back, a large blob's range passed on."""
+    large ones streamed with their last 64 KiB held back, a large blob's range passed on."""
 
     def __init__(self, request: web.Request, digest: str, *, upstreams: Upstreams,
                  budget: BlobBudget, metrics: Metrics, fallback: Fallback,

@@ -129,16 +129,18 @@ def _corked(request: web.Request) -> Iterator[None]:
     (corking each piece cost the cold fill 0.1 CPU s per GB)."""
     transport = request.transport
     sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None or transport is None or transport.get_extra_info("ssl_object") is not None:
+    cork = getattr(socket, "TCP_CORK", None)  # Linux's
+    if sock is None or transport is None or cork is None or \
+            transport.get_extra_info("ssl_object") is not None:
         yield
         return
     with contextlib.suppress(OSError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, cork, 1)
     try:
         yield
     finally:
         with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+            sock.setsockopt(socket.IPPROTO_TCP, cork, 0)
 
 
 async def send_file(request: web.Request, file: BinaryIO, offset: int, count: int) -> None:
@@ -219,14 +221,15 @@ async def serve_blob_hit(request: web.Request, store: CacheStore, entry: Entry,
             return web.Response(status=200, headers={
                 **headers, "Accept-Ranges": "bytes", "Content-Length": str(actual)})
         start, end = window if window else (0, actual - 1)
+        response: web.StreamResponse | None = None
         with _corked(request):
-            response = await _prepare(request, actual, window, headers)
             try:
+                response = await _prepare(request, actual, window, headers)
                 await send_file(request, file, start, end - start + 1)
                 await response.write_eof()
-            except ClientGone:
+            except (ClientGone, ConnectionError):  # ConnectionError: while the headers went
                 _gone(request, on_gone)
-                return response
+                return response if response is not None else web.Response(status=499)
         metrics.hit_bytes.labels("blob").inc(end - start + 1)
         return response
     except CorruptEntry:
