@@ -107,18 +107,23 @@ async def _alternated(cases: dict[str, tuple[str | Callable[[int], str], dict[st
     moment of the machine falls on all of them), each on its own kept-alive session; the CPU
     of each case's processes is counted only while that case downloads. A URL may depend on
     the rep (a new cache key each time); `after[name]` runs after each of that case's reps,
-    unmeasured (a cold cache is made cold again)."""
+    unmeasured (a cold cache is made cold again). One round before the `reps` goes
+    unmeasured: on this VM the first fill of memory the guest has not used lately costs
+    the host a fault per page (the first cold rep of either cache took 1.7-2.2 s where the
+    others took 0.3-0.5), and a first connection has its own costs."""
     timings: dict[str, list[float]] = {name: [] for name in cases}
     spent = {name: dict.fromkeys([*pids, "client"], 0.0) for name, (_, pids) in cases.items()}
     sessions = {name: aiohttp.ClientSession(auto_decompress=False) for name in cases}
     try:
-        for rep in range(reps):
+        for rep in range(-1, reps):
             for name, (url, pids) in cases.items():
                 with _CpuMeter(pids) as cpu:
-                    timings[name].append(await _download(
-                        sessions[name], url if isinstance(url, str) else url(rep), size))
-                for process, seconds in cpu.spent.items():
-                    spent[name][process] += seconds
+                    seconds = await _download(
+                        sessions[name], url if isinstance(url, str) else url(rep), size)
+                if rep >= 0:
+                    timings[name].append(seconds)
+                    for process, used in cpu.spent.items():
+                        spent[name][process] += used
                 if after and name in after:
                     await after[name]()
     finally:

@@ -25,6 +25,8 @@ def test_bench_writes_results_beside_their_baselines(tmp_path: Path) -> None:
     assert saved == results
     assert set(results["blob"]) == set(BLOB_PATHS)
     assert all(case["mb_per_s"] > 0 for case in results["blob"].values())
+    # The alternated cases' warm-up round is not among the figures.
+    assert all(len(case["seconds"]) == 1 for case in results["blob"].values())
     assert set(results["manifest"]) == {f"{m} by {k}" for m in ("GET", "HEAD")
                                         for k in ("tag", "digest")}
     assert 0 < results["proxy_peak_rss_mib"] < 1024
