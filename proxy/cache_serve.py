@@ -227,7 +227,7 @@ async def serve_blob_hit(request: web.Request, store: CacheStore, entry: Entry,
                 response = await _prepare(request, actual, window, headers)
                 await send_file(request, file, start, end - start + 1)
                 await response.write_eof()
-            except (ClientGone, ConnectionError):  # ConnectionError: while the headers went
+            except (ClientGone, ConnectionError):  # ConnectionError: as the headers go out
                 _gone(request, on_gone)
                 return response if response is not None else web.Response(status=499)
         metrics.hit_bytes.labels("blob").inc(end - start + 1)
