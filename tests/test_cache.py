@@ -10,6 +10,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -682,3 +683,48 @@ def test_a_hit_is_corked_while_it_is_sent_and_uncorked_after() -> None:
             assert cork() == 1
             raise ConnectionError
         assert cork() == 0
+
+
+def test_a_client_gone_at_any_point_of_a_hit_leaves_no_error_and_the_entry_whole(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A hit of at most 4 MiB whose file changed since it last matched is hashed again
+    before its headers go out. Clients that close their connection at times swept across
+    that hash and the sending leave no error escaping the handler, one gone client counted
+    each (or none, when aiohttp dropped the request before it began), and the entry whole.
+    With handler cancellation off, as `serve` runs: aiohttp's test server would cancel a
+    handler whose client went away, where `serve` lets it run on."""
+    data = hashlib.sha256(b"hit").digest() * (4 * 1024 * 1024 // 32)  # 4 MiB: hashed on a hit
+    digest = _digest(data)
+    registry = Registry({digest: data})
+    # 0 to 10 ms after the request went out, then long enough for any machine to begin it
+    delays = [i / 4000 for i in range(40)] + [0.05, 0.1, 0.2]
+
+    async def body(client: TestClient[web.Request, web.Application], proxy: Proxy) -> None:
+        first = await client.get(BLOB + digest)
+        assert await first.read() == data
+        assert proxy.cache is not None
+        for _ in range(40):  # the commit (fsync, rename) runs after the last byte
+            if proxy.cache.lookup("blob", digest):
+                break
+            await asyncio.sleep(0.05)
+        server = client.server.runner.server if client.server.runner else None
+        assert server is not None
+        server.handler_cancellation = False  # as `serve`'s runner has it
+        assert proxy.cache_metrics is not None
+        hits = proxy.cache_metrics.requests.labels("blob", "hit")
+        for round_, delay in enumerate(delays):
+            os.utime(proxy.cache.path("blob", digest), ns=(round_, round_))  # hashed again
+            _, writer = await asyncio.open_connection("127.0.0.1", client.port)
+            writer.write(f"GET {BLOB}{digest} HTTP/1.1\r\nHost: proxy\r\n\r\n".encode())
+            await writer.drain()
+            await asyncio.sleep(delay)
+            writer.close()
+        await asyncio.sleep(0.3)
+        gone = proxy.metrics.client_aborts.labels("blob")._value.get()
+        assert 0 < gone <= len(delays)  # each a gone client once, or dropped before it began
+        assert hits._value.get() <= len(delays)
+        hit = await client.get(BLOB + digest)
+        assert hit.headers["X-Mirrorlab-Cache"] == "hit" and await hit.read() == data
+
+    _run(tmp_path, registry, body)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text[-2000:]
