@@ -103,15 +103,22 @@ def _hash_fd(fd: int, algorithm: str, size: int) -> str:
     return f"{algorithm}:{hasher.hexdigest()}"
 
 
+def _plain_socket(transport: asyncio.BaseTransport | None) -> socket.socket | None:
+    """The socket under a transport that is not TLS: what may be written to directly."""
+    if transport is None or transport.get_extra_info("ssl_object") is not None:
+        return None
+    sock: socket.socket | None = transport.get_extra_info("socket")
+    return sock
+
+
 def _sendfile_now(transport: asyncio.BaseTransport, file: BinaryIO, offset: int,
                   count: int) -> int:
     """What one `sendfile` call sends right away on a plain socket whose transport has
     nothing queued (so no byte can overtake another): the event loop's `sendfile` costs a
     future, a pause and resume of reading and a writer registration per call, which a
     flight's reader pays for every piece of the fill. 0 when it cannot be done here."""
-    sock = transport.get_extra_info("socket")
-    if sock is None or transport.get_extra_info("ssl_object") is not None or \
-            not isinstance(transport, asyncio.WriteTransport) or \
+    sock = _plain_socket(transport)
+    if sock is None or not isinstance(transport, asyncio.WriteTransport) or \
             transport.get_write_buffer_size():
         return 0
     try:
@@ -127,11 +134,9 @@ def _corked(request: web.Request) -> Iterator[None]:
     nginx's warm cache: 0.91-1.00 of nginx's figure without, 0.98-1.07 with, and less client
     CPU per GB. Not for a flight's readers, which send piece by piece as the fill writes
     (corking each piece cost the cold fill 0.1 CPU s per GB)."""
-    transport = request.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
+    sock = _plain_socket(request.transport)
     cork = getattr(socket, "TCP_CORK", None)  # Linux's
-    if sock is None or transport is None or cork is None or \
-            transport.get_extra_info("ssl_object") is not None:
+    if sock is None or cork is None:
         yield
         return
     with contextlib.suppress(OSError):
@@ -181,11 +186,14 @@ async def _prepare(request: web.Request, total: int, window: tuple[int, int] | N
     return response
 
 
-def _gone(request: web.Request, on_gone: Callable[[], None]) -> None:
-    """The client went away mid-response: the connection ends here, nothing is blamed."""
+def _gone(request: web.Request, on_gone: Callable[[], None],
+          response: web.StreamResponse | None) -> web.StreamResponse:
+    """The client went away mid-response: the connection ends here, nothing is blamed.
+    The response to return (499 when its headers never went out)."""
     on_gone()
     if request.transport is not None:
         request.transport.abort()
+    return response if response is not None else web.Response(status=499)
 
 
 async def serve_blob_hit(request: web.Request, store: CacheStore, entry: Entry,
@@ -228,8 +236,7 @@ async def serve_blob_hit(request: web.Request, store: CacheStore, entry: Entry,
                 await send_file(request, file, start, end - start + 1)
                 await response.write_eof()
             except (ClientGone, ConnectionError):  # ConnectionError: as the headers go out
-                _gone(request, on_gone)
-                return response if response is not None else web.Response(status=499)
+                return _gone(request, on_gone, response)
         metrics.hit_bytes.labels("blob").inc(end - start + 1)
         return response
     except CorruptEntry:
@@ -296,8 +303,7 @@ async def read_flight(request: web.Request, flight: Flight, store: CacheStore,
         await response.write_eof()
         return response
     except (ClientGone, ConnectionError):  # ConnectionError: while the headers went out
-        _gone(request, on_gone)
-        return response if response is not None else web.Response(status=499)
+        return _gone(request, on_gone, response)
     finally:
         file.close()
         flight.active -= 1
