@@ -13,8 +13,9 @@
 - the CPU seconds per GB each process spends (origin, proxy, client) and from them the
   ceiling this machine puts on any proxy that verifies SHA-256 (see `bench_report`);
 - the proxy's peak resident memory while it streams the blob and a larger one (flat in size);
-- 32 and 128 concurrent pulls of a many-layer image, repeated and alternated with direct and
-  the aiohttp relay: aggregate throughput and p99 pull time, and the proxy's peak memory;
+- 32 and 128 concurrent pulls of a many-layer image, repeated and alternated with direct,
+  the aiohttp relay and the nginx relay (the cheapest proxy here, verifying nothing): aggregate
+  throughput and p99 pull time, and the proxy's peak memory;
 - `podman pull` wall time of the demo's image, direct vs through mirrorlab (a fresh store
   each time);
 - failover cost: what a pull pays when the first mirror refuses connections or accepts and
@@ -250,8 +251,9 @@ async def _concurrent_once(base: str, ref: str, pulls: int,
 
 async def _concurrent(cases: dict[str, tuple[str, dict[str, int]]], ref: str, pulls: int,
                       reps: int, proxy_pid: int) -> dict[str, Any]:
-    """Direct and mirrorlab alternated `reps` times, so that a noisy moment of the machine
-    falls on both; medians of each, and the proxy's peak memory over all its runs."""
+    """The cases (direct, mirrorlab, the relays) alternated `reps` times, so that a noisy
+    moment of the machine falls on all; medians of each, and mirrorlab's peak memory over all
+    its runs."""
     runs: dict[str, list[tuple[float, float, dict[str, float]]]] = {name: [] for name in cases}
     with _PeakRss(proxy_pid) as rss:
         for _ in range(reps):
@@ -687,7 +689,9 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
                     {"direct": (f"{origin.url}/v2/bench/many", served_by_origin),
                      "mirrorlab": (f"http://127.0.0.1:{port}/v2/quay.io/bench/many",
                                    served_by_proxy),
-                     "aiohttp_relay": (f"{aio_relayed}/many", served_by_aio)},
+                     "aiohttp_relay": (f"{aio_relayed}/many", served_by_aio),
+                     "nginx_relay": (f"http://127.0.0.1:{nginx_relay_port}/v2/bench/many",
+                                     served_by_nginx)},
                     many.digest, pulls, reps, proxy.pid)
                 for pulls in (32, 128)}
             results["manifest"] = {}

@@ -65,7 +65,8 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
     figures["podman pull wall time, mirrorlab vs direct"] = round(
         podman["mirrorlab"]["median_s"] / podman["direct"]["median_s"], 3)
     for pulls, case in results["concurrent"].items():
-        for name, label in (("mirrorlab", ""), ("aiohttp_relay", ", the aiohttp relay")):
+        for name, label in (("mirrorlab", ""), ("aiohttp_relay", ", the aiohttp relay"),
+                            ("nginx_relay", ", the nginx relay")):
             if name in case:
                 figures[f"{pulls} concurrent pulls, aggregate vs direct{label}"] = round(
                     case[name]["aggregate_mb_per_s"] / case["direct"]["aggregate_mb_per_s"], 3)
@@ -142,6 +143,15 @@ def ceiling(results: dict[str, Any]) -> dict[str, float | None]:
         spent = sum(case["mirrorlab"]["cpu_s_per_gb"].values())
         figures[f"{pulls}_pulls_bound_vs_direct"] = round(
             1000 * cores / spent / case["direct"]["aggregate_mb_per_s"], 3) if spent else None
+        nginx = case.get("nginx_relay")
+        if nginx is not None:
+            # nginx verifies nothing. On cores that origin, proxy and client keep busy, a
+            # proxy as cheap as nginx that also hashed would do the same work plus SHA-256:
+            # its throughput scaled by the CPU per GB of all three, without and with the hash.
+            total = sum(nginx["cpu_s_per_gb"].values())
+            figures[f"{pulls}_pulls_verifying_nginx_estimate_vs_direct"] = round(
+                nginx["aggregate_mb_per_s"] / case["direct"]["aggregate_mb_per_s"]
+                * total / (total + sha_cost), 3) if total else None
     return figures
 
 
@@ -214,26 +224,39 @@ def _markdown(results: dict[str, Any], plot: str | None) -> str:
     lines += ["", "Concurrent pulls of a many-layer image (median of "
               f"{results['reps']} runs, alternated with direct):", "",
               "| pulls | direct MB/s, p99 s | mirrorlab MB/s, p99 s | vs direct | aiohttp "
-              "relay MB/s, vs direct | proxy peak MiB | CPU s per GB direct: origin, client; "
-              "mirrorlab: proxy, origin, client |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+              "relay MB/s, vs direct | nginx relay MB/s, vs direct | proxy peak MiB | CPU s "
+              "per GB direct: origin, client; mirrorlab: proxy, origin, client; nginx |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for pulls, case in results["concurrent"].items():
         d, m = case["direct"], case["mirrorlab"]
         dc, mc = d["cpu_s_per_gb"], m["cpu_s_per_gb"]
-        aio = case.get("aiohttp_relay")
-        aio_text = "-" if aio is None else (
-            f"{aio['aggregate_mb_per_s']}, "
-            f"{aio['aggregate_mb_per_s'] / d['aggregate_mb_per_s']:.2f}")
+        relays = []
+        for name in ("aiohttp_relay", "nginx_relay"):
+            relay_case = case.get(name)
+            relays.append("-" if relay_case is None else (
+                f"{relay_case['aggregate_mb_per_s']}, "
+                f"{relay_case['aggregate_mb_per_s'] / d['aggregate_mb_per_s']:.2f}"))
+        nginx_cpu = case.get("nginx_relay", {}).get("cpu_s_per_gb", {}).get("nginx", "-")
         lines.append(f"| {pulls} | {d['aggregate_mb_per_s']}, {d['p99_pull_s']} | "
                      f"{m['aggregate_mb_per_s']}, {m['p99_pull_s']} | "
-                     f"{m['aggregate_mb_per_s'] / d['aggregate_mb_per_s']:.2f} | {aio_text} | "
-                     f"{case['proxy_peak_rss_mib']} | {dc['origin']}, {dc['client']}; "
-                     f"{mc['proxy']}, {mc['origin']}, {mc['client']} |")
+                     f"{m['aggregate_mb_per_s'] / d['aggregate_mb_per_s']:.2f} | "
+                     f"{' | '.join(relays)} | {case['proxy_peak_rss_mib']} | "
+                     f"{dc['origin']}, {dc['client']}; {mc['proxy']}, {mc['origin']}, "
+                     f"{mc['client']}; {nginx_cpu} |")
     bounds = [f"{c[f'{pulls}_pulls_bound_vs_direct']} for {pulls}" for pulls in
               results["concurrent"]]
     lines += ["", f"With {c['cores']} cores shared by origin, proxy and client, the CPU each "
               "spent per GB allows mirrorlab at most "
               f"{' and '.join(bounds)} concurrent pulls of direct."]
+    estimates = [f"{c[key]} for {pulls}" for pulls in results["concurrent"]
+                 if (key := f"{pulls}_pulls_verifying_nginx_estimate_vs_direct") in c
+                 and c[key] is not None]
+    if estimates:
+        lines += ["", "The nginx relay verifies nothing; a proxy as cheap as nginx that also "
+                  "checked SHA-256 would, from the CPU per GB of the three processes, reach "
+                  f"about {' and '.join(estimates)} concurrent pulls of direct (an estimate: "
+                  "the nginx relay's figure scaled by its CPU per GB without and with the "
+                  "hash)."]
     podman = results["podman"]
     lines += ["", "`podman pull` of the demo image into an empty store: direct "
               f"{podman['direct']['median_s']} s, "
@@ -279,9 +302,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
     left.tick_params(axis="x", labelsize=7)
     left.legend(fontsize=8)
     pulls = list(results["concurrent"])
-    width = 0.27
-    for offset, name, colour in ((-width, "direct", "#607d8b"), (0.0, "mirrorlab", "#2e7d32"),
-                                 (width, "aiohttp_relay", "#9e9d24")):
+    width = 0.2
+    for offset, name, colour in ((-1.5 * width, "direct", "#607d8b"),
+                                 (-0.5 * width, "mirrorlab", "#2e7d32"),
+                                 (0.5 * width, "aiohttp_relay", "#9e9d24"),
+                                 (1.5 * width, "nginx_relay", "#00838f")):
         if all(name in results["concurrent"][p] for p in pulls):
             middle.bar([i + offset for i in range(len(pulls))],
                        [results["concurrent"][p][name]["aggregate_mb_per_s"] for p in pulls],
@@ -290,7 +315,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         bound_p = results["ceiling"][f"{p}_pulls_bound_vs_direct"]
         if bound_p:
             middle.hlines(results["concurrent"][p]["direct"]["aggregate_mb_per_s"] * bound_p,
-                          i - width, i + width, colors="#b71c1c", linestyles="--",
+                          i - 2 * width, i + 2 * width, colors="#b71c1c", linestyles="--",
                           label="CPU ceiling here" if i == 0 else None)
     middle.set_xticks(range(len(pulls)), [f"{p} pulls" for p in pulls])
     middle.set_title("concurrent pulls, aggregate MB/s")

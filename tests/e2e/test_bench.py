@@ -39,8 +39,11 @@ def test_bench_writes_results_beside_their_baselines(tmp_path: Path) -> None:
     # The floor of the HTTP stack: an aiohttp-only relay beside mirrorlab everywhere.
     assert set(results["blob"]["aiohttp_relay"]["cpu_s_per_gb"]) == {"origin", "aiohttp",
                                                                      "client"}
-    assert all(case["aiohttp_relay"]["aggregate_mb_per_s"] > 0
-               for case in results["concurrent"].values())
+    assert all(case[relay]["aggregate_mb_per_s"] > 0 for case in results["concurrent"].values()
+               for relay in ("aiohttp_relay", "nginx_relay"))
+    # What the cheapest proxy here (nginx, verifying nothing) would reach if it also hashed.
+    assert all(results["ceiling"][f"{pulls}_pulls_verifying_nginx_estimate_vs_direct"] > 0
+               for pulls in results["concurrent"])
     assert all(pair["aiohttp_relay"]["p50_ms"] > 0 for pair in results["manifest"].values())
     assert (tmp_path / "out/results.png").read_bytes().startswith(b"\x89PNG")
     assert results["ratios"]["mirrorlab_vs_direct_throughput"] > 0
