@@ -14,8 +14,8 @@
   ceiling this machine puts on any proxy that verifies SHA-256 (see `bench_report`);
 - the proxy's peak resident memory while it streams the blob and a larger one (flat in size);
 - 32 and 128 concurrent pulls of a many-layer image, repeated and alternated with direct,
-  the aiohttp relay and the nginx relay (the cheapest proxy here, verifying nothing): aggregate
-  throughput and p99 pull time, and the proxy's peak memory;
+  the verifying relay (a thread per connection), the aiohttp relay and the nginx relay:
+  aggregate throughput and p99 pull time, and the proxy's peak memory;
 - `podman pull` wall time of the demo's image, direct vs through mirrorlab (a fresh store
   each time);
 - failover cost: what a pull pays when the first mirror refuses connections or accepts and
@@ -434,7 +434,8 @@ def build_relay(workdir: Path) -> Path:
                            "(Debian packages gcc and libssl-dev)")
     binary = (workdir / "relay").resolve()
     built = subprocess.run([compiler, "-O2", "-Wall", "-o", str(binary), str(RELAY_SOURCE),
-                            "-lcrypto"], capture_output=True, text=True, check=False)
+                            "-lcrypto", "-pthread"], capture_output=True, text=True,
+                           check=False)
     if built.returncode != 0:
         raise RuntimeError(f"building the verifying relay failed (gcc and libssl-dev: run "
                            f"`make setup`): {built.stderr.strip()[-600:]}")
@@ -687,6 +688,8 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
             results["concurrent"] = {
                 str(pulls): await _concurrent(
                     {"direct": (f"{origin.url}/v2/bench/many", served_by_origin),
+                     "relay": (f"http://127.0.0.1:{relay_port}/v2/bench/many",
+                               served_by_relay),
                      "mirrorlab": (f"http://127.0.0.1:{port}/v2/quay.io/bench/many",
                                    served_by_proxy),
                      "aiohttp_relay": (f"{aio_relayed}/many", served_by_aio),

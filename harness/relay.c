@@ -1,13 +1,14 @@
 /* mirrorlab bench: the verifying-relay baseline.
  *
- * The least a proxy that verifies blobs must do: receive into one 1 MiB buffer, hash with
- * OpenSSL's EVP interface, send; nothing else. It relays `GET /v2/<repo>/blobs/<digest>`
- * from one registry to one client at a time, over one kept-alive HTTP/1.1 connection on
- * each side. The last piece received is hashed before it is sent, and sent only when the
- * digest matches; on a mismatch (or a cut upstream) both connections are reset, so the
- * client never completes a wrong blob. Anything else is answered 404.
+ * The least a proxy that verifies what it serves must do: receive into a 1 MiB buffer, hash
+ * with OpenSSL's EVP interface, send; nothing else. It relays `GET /v2/<repo>/blobs/<digest>`
+ * and `GET /v2/<repo>/manifests/<digest>` (the client's Accept passed on) from one registry,
+ * a thread for each client connection, each thread with its own kept-alive HTTP/1.1
+ * connection upstream. The last piece received is hashed before it is sent, and sent only
+ * when the digest matches; on a mismatch (or a cut upstream) both connections are reset, so
+ * the client never completes a wrong blob. Anything else is answered 404.
  *
- * Built by `mirrorlab bench` into its work directory (gcc -O2 relay.c -lcrypto); never
+ * Built by `mirrorlab bench` into its work directory (gcc -O2 relay.c -lcrypto -pthread); never
  * committed as a binary.
  *
  *     relay LISTEN_PORT UPSTREAM_HOST UPSTREAM_PORT      (listens on 127.0.0.1)
@@ -19,7 +20,9 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,9 +33,11 @@
 #define BUFFER (1024 * 1024)
 #define HEAD 16384
 
-static char buffer[BUFFER];
+#define ACCEPT 2048
+
 static const char *upstream_host, *upstream_port;
-static int upstream = -1;
+static __thread char *buffer;   /* this connection's, BUFFER bytes */
+static __thread int upstream = -1;
 
 static void reset(int fd) {
     struct linger linger = {1, 0}; /* close with RST: the peer sees an error, not an end */
@@ -131,11 +136,13 @@ static int answer(int client, const char *status) {
 
 /* Sends the request upstream and reads the response head, on the kept-alive connection or,
  * when that one was closed meanwhile, on a new one. Returns the head length or -1. */
-static ssize_t ask_upstream(const char *path, char *head, size_t *filled) {
+static ssize_t ask_upstream(const char *path, const char *accept, char *head,
+                            size_t *filled) {
     char request[HEAD];
     int n = snprintf(request, sizeof request,
                      "GET %s HTTP/1.1\r\nHost: %s:%s\r\nUser-Agent: mirrorlab-relay\r\n"
-                     "Accept-Encoding: identity\r\n\r\n", path, upstream_host, upstream_port);
+                     "Accept-Encoding: identity\r\n%s%s%s\r\n", path, upstream_host,
+                     upstream_port, *accept ? "Accept: " : "", accept, *accept ? "\r\n" : "");
     if (n < 0 || (size_t)n >= sizeof request)
         return -1;
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -151,9 +158,11 @@ static ssize_t ask_upstream(const char *path, char *head, size_t *filled) {
     return -1;
 }
 
-/* One blob: 1 when the client connection can serve another request, 0 when it ends. */
-static int relay_blob(int client, const char *path, const char *digest) {
+/* One blob or manifest by digest: 1 when the client connection can serve another request,
+ * 0 when it ends. */
+static int relay_blob(int client, const char *path, const char *digest, const char *accept) {
     char algorithm[16], expected[EVP_MAX_MD_SIZE * 2 + 1], value[64], head[HEAD];
+    char type[256] = "application/octet-stream";
     const char *colon = strchr(digest, ':');
     if (colon == NULL || (size_t)(colon - digest) >= sizeof algorithm)
         return answer(client, "404 Not Found") == 0;
@@ -164,7 +173,7 @@ static int relay_blob(int client, const char *path, const char *digest) {
         return answer(client, "404 Not Found") == 0;
 
     size_t filled;
-    ssize_t length = ask_upstream(path, head, &filled);
+    ssize_t length = ask_upstream(path, accept, head, &filled);
     if (length < 0)
         return answer(client, "502 Bad Gateway") == 0;
     int status = 0;
@@ -172,6 +181,7 @@ static int relay_blob(int client, const char *path, const char *digest) {
     long long total = -1;
     if (header(head, "Content-Length", value, sizeof value) == 0)
         total = atoll(value);
+    header(head, "Content-Type", type, sizeof type); /* the default when absent or long */
     int upstream_closes = header(head, "Connection", value, sizeof value) == 0
                           && strcasecmp(value, "close") == 0;
     if (status != 200 || total < 0) {
@@ -181,8 +191,9 @@ static int relay_blob(int client, const char *path, const char *digest) {
 
     char response[512];
     int n = snprintf(response, sizeof response,
-                     "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-                     "Content-Length: %lld\r\nDocker-Content-Digest: %s\r\n\r\n", total, digest);
+                     "HTTP/1.1 200 OK\r\nContent-Type: %s\r\n"
+                     "Content-Length: %lld\r\nDocker-Content-Digest: %s\r\n\r\n", type, total,
+                     digest);
     if (send_all(client, response, (size_t)n, MSG_MORE) < 0) {
         drop_upstream(0);
         return 0;
@@ -258,19 +269,35 @@ static void serve(int client) {
             answer(client, "400 Bad Request");
             return;
         }
-        char value[64];
+        char value[64], accept[ACCEPT] = "";
         int closes = header(head, "Connection", value, sizeof value) == 0
                      && strcasecmp(value, "close") == 0;
-        const char *blobs = strstr(path, "/blobs/");
+        header(head, "Accept", accept, sizeof accept); /* none passed on when absent or long */
+        const char *digest = strstr(path, "/blobs/");
+        if (digest != NULL)
+            digest += strlen("/blobs/");
+        else if ((digest = strstr(path, "/manifests/")) != NULL)
+            digest += strlen("/manifests/");
         int keep;
-        if (strcmp(method, "GET") != 0 || strncmp(path, "/v2/", 4) != 0 || blobs == NULL
-            || strchr(blobs + 7, '/') != NULL || strchr(blobs + 7, '?') != NULL)
+        if (strcmp(method, "GET") != 0 || strncmp(path, "/v2/", 4) != 0 || digest == NULL
+            || strchr(digest, '/') != NULL || strchr(digest, '?') != NULL)
             keep = answer(client, "404 Not Found") == 0;
         else
-            keep = relay_blob(client, path, blobs + 7);
+            keep = relay_blob(client, path, digest, accept);
         if (!keep || closes)
             return;
     }
+}
+
+static void *connection(void *argument) {
+    int client = (int)(intptr_t)argument;
+    buffer = malloc(BUFFER);
+    if (buffer != NULL)
+        serve(client);
+    drop_upstream(0);
+    close(client);
+    free(buffer);
+    return NULL;
 }
 
 int main(int argc, char **argv) {
@@ -289,7 +316,7 @@ int main(int argc, char **argv) {
     address.sin_port = htons((unsigned short)atoi(argv[1]));
     address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (bind(listener, (struct sockaddr *)&address, sizeof address) < 0
-        || listen(listener, 64) < 0) {
+        || listen(listener, 512) < 0) {
         perror("relay: listen");
         return 1;
     }
@@ -302,7 +329,15 @@ int main(int argc, char **argv) {
             return 1;
         }
         setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        serve(client);
-        close(client);
+        pthread_attr_t attributes;
+        pthread_attr_init(&attributes);
+        pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&attributes, 256 * 1024);
+        pthread_t thread;
+        if (pthread_create(&thread, &attributes, connection, (void *)(intptr_t)client) != 0) {
+            perror("relay: thread");
+            close(client);
+        }
+        pthread_attr_destroy(&attributes);
     }
 }
