@@ -736,14 +736,25 @@ class Proxy:
             started = time.monotonic()
             headers = {**API_VERSION, "Docker-Content-Digest": digest,
                        "Content-Type": "application/octet-stream", CACHE_HEADER: "hit"}
+            gone = False
+
+            def on_gone() -> None:
+                nonlocal gone
+                gone = True
+                self._client_gone(request, digest, -1)
+
             response = await serve_blob_hit(request, cache, entry, headers, found.size,
-                                            metrics, lambda: self._client_gone(request,
-                                                                               digest, -1))
+                                            metrics, on_gone)
             if response is not None:
                 metrics.requests.labels("blob", "hit").inc()
-                self._log_cache(request, "blob", logical, digest, "hit",
-                                "served from the verified cache; no source contacted",
-                                started, bytes=entry.size)
+                if gone:  # a hit all the same, but not served: the line says so
+                    self._log_cache(request, "blob", logical, digest, "hit",
+                                    "found in the verified cache; the client went away "
+                                    "while it was sent", started)
+                else:
+                    self._log_cache(request, "blob", logical, digest, "hit",
+                                    "served from the verified cache; no source contacted",
+                                    started, bytes=entry.size)
                 return response
             log.warning(json.dumps({"event": "cache_dropped", "request": request[REQUEST_ID],
                                     "digest": digest, "detail": "the entry was gone or did "

@@ -698,6 +698,7 @@ def test_a_client_gone_at_any_point_of_a_hit_leaves_no_error_and_the_entry_whole
     registry = Registry({digest: data})
     # 0 to 10 ms after the request went out, then long enough for any machine to begin it
     delays = [i / 4000 for i in range(40)] + [0.05, 0.1, 0.2]
+    caplog.set_level(logging.INFO, logger="mirrorlab.proxy")
 
     async def body(client: TestClient[web.Request, web.Application], proxy: Proxy) -> None:
         first = await client.get(BLOB + digest)
@@ -723,6 +724,14 @@ def test_a_client_gone_at_any_point_of_a_hit_leaves_no_error_and_the_entry_whole
         gone = proxy.metrics.client_aborts.labels("blob")._value.get()
         assert 0 < gone <= len(delays)  # each a gone client once, or dropped before it began
         assert hits._value.get() <= len(delays)
+        # No attempt line says a blob was served to a client that went away.
+        events = [json.loads(r.getMessage()) for r in caplog.records
+                  if r.getMessage().startswith("{")]
+        left = {e["request"] for e in events if e["event"] == "client_gone"}
+        assert len(left) == gone
+        said = [e["detail"] for e in events if e["event"] == "attempt"
+                and e["request"] in left]
+        assert said and not [d for d in said if "served" in d], said
         hit = await client.get(BLOB + digest)
         assert hit.headers["X-Mirrorlab-Cache"] == "hit" and await hit.read() == data
 
