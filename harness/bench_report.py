@@ -30,7 +30,8 @@ BLOB_PATHS = ("direct", "relay", "mirrorlab", "nginx_relay", "aiohttp_relay",
               "pull_through_cold", "pull_through_warm", "nginx_cache_cold", "nginx_cache_warm",
               "mirrorlab_cache_cold", "mirrorlab_cache_warm")
 LABELS = {"direct": "direct", "relay": "verifying relay (C)", "mirrorlab": "mirrorlab",
-          "nginx_relay": "nginx relay", "aiohttp_relay": "aiohttp relay (no verification)",
+          "nginx_relay": "nginx relay (no verification)",
+          "aiohttp_relay": "aiohttp relay (no verification)",
           "pull_through_cold": "pull-through cold",
           "pull_through_warm": "pull-through warm", "nginx_cache_cold": "nginx cache cold",
           "nginx_cache_warm": "nginx cache warm", "mirrorlab_cache_cold": "mirrorlab cache cold",
@@ -201,8 +202,8 @@ def _markdown(results: dict[str, Any], plot: str | None) -> str:
     if estimate is not None:
         lines += ["", "nginx's cache verifies nothing; had it also checked SHA-256 while it "
                   f"filled, it would have reached at most about {estimate} of the verifying "
-                  "relay cold (an optimistic estimate: its own cold figure, or less where its "
-                  "CPU per GB plus the hash's would not allow that on these cores)."]
+                  "relay's figure (an optimistic estimate: its own cold figure, or less where "
+                  "its CPU per GB plus the hash's would not allow that on these cores)."]
     lines += ["", f"Through the cache, {concurrent['pulls']} concurrent pulls of the "
               f"{concurrent['blobs']}-blob image, cold then warm: the origin answered "
               f"{gets['total']} blob GETs ({gets['min']} to {gets['max']} per blob); "

@@ -39,10 +39,12 @@ static const char *upstream_host, *upstream_port;
 static __thread char *buffer;   /* this connection's, BUFFER bytes */
 static __thread int upstream = -1;
 
-static void reset(int fd) {
-    struct linger linger = {1, 0}; /* close with RST: the peer sees an error, not an end */
+/* Makes the coming close send RST: the peer sees an error, not an end. (A client's socket
+ * is closed once, by its thread when it ends: closed here too, its number could meanwhile
+ * go to another thread's new socket, which the second close would end.) */
+static void arm_reset(int fd) {
+    struct linger linger = {1, 0};
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, sizeof linger);
-    close(fd);
 }
 
 static int send_all(int fd, const char *data, size_t size, int flags) {
@@ -79,24 +81,35 @@ static ssize_t read_head(int fd, char *head, size_t *filled) {
     }
 }
 
-/* The value of header `name` in `head` (up to its end of line, copied into value). */
+/* The value of header `name` in `head`, looked for in its lines up to the blank one only
+ * (what follows may be body bytes); when the header comes more than once, its values
+ * joined with ", ". Copied into value; 0 when found and it fits, else value is unchanged. */
 static int header(const char *head, const char *name, char *value, size_t size) {
-    size_t length = strlen(name);
-    for (const char *line = strstr(head, "\r\n"); line != NULL; line = strstr(line, "\r\n")) {
+    const char *end = strstr(head, "\r\n\r\n");
+    size_t length = strlen(name), used = 0;
+    char joined[HEAD];
+    if (end == NULL)
+        return -1;
+    for (const char *line = strstr(head, "\r\n"); line != NULL && line < end;
+         line = strstr(line, "\r\n")) {
         line += 2;
-        if (strncasecmp(line, name, length) == 0 && line[length] == ':') {
-            const char *start = line + length + 1;
-            while (*start == ' ' || *start == '\t')
-                start++;
-            size_t n = strcspn(start, "\r\n");
-            if (n >= size)
-                return -1;
-            memcpy(value, start, n);
-            value[n] = '\0';
-            return 0;
-        }
+        if (strncasecmp(line, name, length) != 0 || line[length] != ':')
+            continue;
+        const char *start = line + length + 1;
+        while (*start == ' ' || *start == '\t')
+            start++;
+        size_t n = strcspn(start, "\r\n"), separator = used ? 2 : 0;
+        if (used + separator + n >= size || used + separator + n >= sizeof joined)
+            return -1;
+        memcpy(joined + used, ", ", separator);
+        memcpy(joined + used + separator, start, n);
+        used += separator + n;
+        joined[used] = '\0';
     }
-    return -1;
+    if (used == 0)
+        return -1;
+    memcpy(value, joined, used + 1);
+    return 0;
 }
 
 static int connect_upstream(void) {
@@ -121,9 +134,8 @@ static int connect_upstream(void) {
 static void drop_upstream(int hard) {
     if (upstream >= 0) {
         if (hard)
-            reset(upstream);
-        else
-            close(upstream);
+            arm_reset(upstream);
+        close(upstream);
     }
     upstream = -1;
 }
@@ -181,7 +193,7 @@ static int relay_blob(int client, const char *path, const char *digest, const ch
     long long total = -1;
     if (header(head, "Content-Length", value, sizeof value) == 0)
         total = atoll(value);
-    header(head, "Content-Type", type, sizeof type); /* the default when absent or long */
+    header(head, "Content-Type", type, sizeof type); /* unchanged when absent or long */
     int upstream_closes = header(head, "Connection", value, sizeof value) == 0
                           && strcasecmp(value, "close") == 0;
     if (status != 200 || total < 0) {
@@ -194,19 +206,25 @@ static int relay_blob(int client, const char *path, const char *digest, const ch
                      "HTTP/1.1 200 OK\r\nContent-Type: %s\r\n"
                      "Content-Length: %lld\r\nDocker-Content-Digest: %s\r\n\r\n", type, total,
                      digest);
+    EVP_MD_CTX *context = EVP_MD_CTX_new();
+    if (n < 0 || (size_t)n >= sizeof response || context == NULL
+        || EVP_DigestInit_ex(context, md, NULL) != 1) { /* e.g. md4 without the legacy provider */
+        EVP_MD_CTX_free(context);
+        drop_upstream(0);
+        return answer(client, "502 Bad Gateway") == 0;
+    }
     if (send_all(client, response, (size_t)n, MSG_MORE) < 0) {
+        EVP_MD_CTX_free(context);
         drop_upstream(0);
         return 0;
     }
 
-    EVP_MD_CTX *context = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(context, md, NULL);
     long long received = (long long)filled - length;
     size_t pending = (size_t)received; /* body bytes that came with the head */
     if (received > total) {
         EVP_MD_CTX_free(context);
         drop_upstream(1);
-        reset(client);
+        arm_reset(client);
         return 0;
     }
     memcpy(buffer, head + length, pending);
@@ -226,11 +244,19 @@ static int relay_blob(int client, const char *path, const char *digest, const ch
             pending += (size_t)got;
             received += got;
         }
-        EVP_DigestUpdate(context, buffer, pending);
+        if (EVP_DigestUpdate(context, buffer, pending) != 1) {
+            ok = 0;
+            break;
+        }
         if (received == total) {
             unsigned char digest_bytes[EVP_MAX_MD_SIZE];
-            unsigned int size;
-            EVP_DigestFinal_ex(context, digest_bytes, &size);
+            unsigned int size = 0;
+            if (EVP_DigestFinal_ex(context, digest_bytes, &size) != 1
+                || size > EVP_MAX_MD_SIZE) {
+                ok = 0;
+                break;
+            }
+            expected[0] = '\0';
             for (unsigned int i = 0; i < size; i++)
                 snprintf(expected + 2 * i, 3, "%02x", digest_bytes[i]);
             ok = strcmp(expected, colon + 1) == 0;
@@ -254,9 +280,16 @@ static int relay_blob(int client, const char *path, const char *digest, const ch
     if (ok == 0) {
         fprintf(stderr, "relay: %s: %s; connection cut\n", digest,
                 received == total ? "digest mismatch" : "upstream ended early");
-        reset(client);
+        arm_reset(client); /* closed by its thread */
     }
     return 0;
+}
+
+static const char *last(const char *text, const char *part) {
+    const char *found = NULL;
+    for (const char *at = strstr(text, part); at != NULL; at = strstr(at + 1, part))
+        found = at;
+    return found;
 }
 
 static void serve(int client) {
@@ -273,11 +306,13 @@ static void serve(int client) {
         int closes = header(head, "Connection", value, sizeof value) == 0
                      && strcasecmp(value, "close") == 0;
         header(head, "Accept", accept, sizeof accept); /* none passed on when absent or long */
-        const char *digest = strstr(path, "/blobs/");
-        if (digest != NULL)
-            digest += strlen("/blobs/");
-        else if ((digest = strstr(path, "/manifests/")) != NULL)
-            digest += strlen("/manifests/");
+        /* The last /blobs/ or /manifests/ of the path: a repository may be named either. */
+        const char *blobs = last(path, "/blobs/"), *manifests = last(path, "/manifests/");
+        const char *digest = NULL;
+        if (blobs != NULL && (manifests == NULL || blobs > manifests))
+            digest = blobs + strlen("/blobs/");
+        else if (manifests != NULL)
+            digest = manifests + strlen("/manifests/");
         int keep;
         if (strcmp(method, "GET") != 0 || strncmp(path, "/v2/", 4) != 0 || digest == NULL
             || strchr(digest, '/') != NULL || strchr(digest, '?') != NULL)
@@ -323,10 +358,13 @@ int main(int argc, char **argv) {
     for (;;) {
         int client = accept(listener, NULL, NULL);
         if (client < 0) {
-            if (errno == EINTR)
-                continue;
-            perror("relay: accept");
-            return 1;
+            if (errno == EBADF || errno == EINVAL || errno == ENOTSOCK) {
+                perror("relay: accept");
+                return 1;
+            }
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                usleep(10000); /* out of descriptors or memory for now: threads will end */
+            continue; /* EINTR, ECONNABORTED, ...: the next one */
         }
         setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         pthread_attr_t attributes;

@@ -750,7 +750,7 @@ class Proxy:
                 if gone:  # a hit all the same, but not served: the line says so
                     self._log_cache(request, "blob", logical, digest, "hit",
                                     "found in the verified cache; the client went away "
-                                    "while it was sent", started)
+                                    "before it was all sent", started)
                 else:
                     self._log_cache(request, "blob", logical, digest, "hit",
                                     "served from the verified cache; no source contacted",

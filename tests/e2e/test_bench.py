@@ -37,7 +37,9 @@ def test_bench_writes_results_beside_their_baselines(tmp_path: Path) -> None:
     assert set(results["blob"]["nginx_cache_warm"]["cpu_s_per_gb"]) == {"origin", "nginx",
                                                                         "client"}
     assert results["ceiling"]["hash_only_proxy_bound_vs_direct"] > 0
-    assert results["ceiling"]["cache_cold_verifying_nginx_estimate_vs_relay"] > 0
+    # Left out when nginx's cold rep of a small blob took less than a CPU tick to count.
+    estimate = results["ceiling"].get("cache_cold_verifying_nginx_estimate_vs_relay")
+    assert estimate is None or estimate > 0
     # The floor of the HTTP stack: an aiohttp-only relay beside mirrorlab everywhere.
     assert set(results["blob"]["aiohttp_relay"]["cpu_s_per_gb"]) == {"origin", "aiohttp",
                                                                      "client"}
@@ -69,6 +71,7 @@ def test_bench_writes_results_beside_their_baselines(tmp_path: Path) -> None:
 
 BODY = bytes(range(256)) * (12 * 1024)  # 3 MiB: more than the relay's 1 MiB buffer
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DIGEST = "sha256:" + hashlib.sha256(BODY).hexdigest()
 
 
@@ -142,16 +145,34 @@ def test_relay_cuts_a_wrong_or_short_blob(relay_port: int, path: str) -> None:
     assert _get(relay_port, f"/v2/bench/app/blobs/{DIGEST}") == (200, BODY)
 
 
-def test_relay_passes_a_manifest_by_digest_with_the_clients_accept(relay_port: int) -> None:
+@pytest.mark.parametrize(("path", "accepts", "media_type"), [
+    (f"/v2/bench/app/manifests/{DIGEST}", [OCI_INDEX], OCI_INDEX),
+    (f"/v2/bench/app/manifests/{DIGEST}", [OCI_MANIFEST], OCI_MANIFEST),
+    # containers/image sends a line per media type: all of them are passed on.
+    (f"/v2/bench/app/manifests/{DIGEST}", [OCI_INDEX, OCI_MANIFEST],
+     f"{OCI_INDEX}, {OCI_MANIFEST}"),
+    # A repository named like an endpoint: the path's last one counts.
+    (f"/v2/bench/blobs/manifests/{DIGEST}", [OCI_INDEX], OCI_INDEX),
+], ids=["index", "manifest", "two accept lines", "repository named blobs"])
+def test_relay_passes_a_manifest_by_digest_with_the_clients_accept(
+        relay_port: int, path: str, accepts: list[str], media_type: str) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", relay_port, timeout=10)
     try:
-        connection.request("GET", f"/v2/bench/app/manifests/{DIGEST}",
-                           headers={"Accept": OCI_INDEX})
+        connection.putrequest("GET", path)
+        for accept in accepts:
+            connection.putheader("Accept", accept)
+        connection.endheaders()
         response = connection.getresponse()
-        assert (response.status, response.getheader("Content-Type")) == (200, OCI_INDEX)
+        assert (response.status, response.getheader("Content-Type")) == (200, media_type)
         assert response.read() == BODY
     finally:
         connection.close()
+
+
+def test_relay_refuses_a_digest_it_cannot_compute(relay_port: int) -> None:
+    """md4 is known to OpenSSL 3 by name but not computable without its legacy provider."""
+    assert _get(relay_port, f"/v2/bench/app/blobs/md4:{'0' * 32}")[0] in (404, 502)
+    assert _get(relay_port, f"/v2/bench/app/blobs/{DIGEST}") == (200, BODY)  # still up
 
 
 def test_relay_serves_a_connection_while_another_waits(relay_port: int) -> None:
