@@ -102,22 +102,25 @@ async def _throughput(urls: list[str], size: int, pids: dict[str, int]) -> dict[
 
 async def _alternated(cases: dict[str, tuple[str | Callable[[int], str], dict[str, int]]],
                       size: int, reps: int,
+                      before: dict[str, Callable[[], Awaitable[None]]] | None = None,
                       after: dict[str, Callable[[], Awaitable[None]]] | None = None
                       ) -> dict[str, dict[str, Any]]:
     """Each case's URL downloaded `reps` times, the cases taking turns rep by rep (a noisy
     moment of the machine falls on all of them), each on its own kept-alive session; the CPU
     of each case's processes is counted only while that case downloads. A URL may depend on
-    the rep (a new cache key each time); `after[name]` runs after each of that case's reps,
-    unmeasured (a cold cache is made cold again). One round before the `reps` goes
-    unmeasured: on this VM the first fill of memory the guest has not used lately costs
-    the host a fault per page (the first cold rep of either cache took 1.7-2.2 s where the
-    others took 0.3-0.5), and a first connection has its own costs."""
+    the rep (a new cache key each time); `before[name]` and `after[name]` run before and
+    after each of that case's reps, unmeasured (a cold cache is made cold again). One round
+    before the `reps` goes unmeasured: on this VM the first fill of memory the guest has not
+    used lately costs the host a fault per page (the first cold rep of either cache took
+    1.7-2.2 s where the others took 0.3-0.5), and a first connection has its own costs."""
     timings: dict[str, list[float]] = {name: [] for name in cases}
     spent = {name: dict.fromkeys([*pids, "client"], 0.0) for name, (_, pids) in cases.items()}
     sessions = {name: aiohttp.ClientSession(auto_decompress=False) for name in cases}
     try:
         for rep in range(-1, reps):
             for name, (url, pids) in cases.items():
+                if before and name in before:
+                    await before[name]()
                 with _CpuMeter(pids) as cpu:
                     seconds = await _download(
                         sessions[name], url if isinstance(url, str) else url(rep), size)
@@ -309,17 +312,25 @@ def _blob_gets(registry: RegistryProcess, repository: str) -> dict[str, int]:
     return counts
 
 
-class _ColdAgain:
-    """After a cold rep through the cache: wait until the fill entered the cache (its fsync
-    and rename come after the last byte), note how long that took, and remove the entry, as
-    `mirrorlab cache prune` would, so that the next rep is cold again."""
+class _ColdFills:
+    """The two caches' cold reps on equal terms: right before a cold rep of either, the file
+    the last cold rep left (the other cache's, or its own) is removed, as `mirrorlab cache
+    prune` would, and every dirty page written out, unmeasured; so that each fill writes into
+    memory just freed, after no writeback of another's. On this VM, memory freed a few
+    seconds before has gone back to the host, and a fill into it pays a host fault per page:
+    with each file removed right after its own rep, nginx's fill came just after mirrorlab's
+    removal but mirrorlab's five reps after nginx's, and in some runs mirrorlab's cold reps
+    took 0.7-1.1 s instead of 0.35-0.5, the page-cache copy (`copy_folio_from_iter_atomic`)
+    a fifth of the proxy's CPU. Without the writeback first, mirrorlab's fill took 0.8-1.1 s
+    right after nginx's rep had left 256 MiB to write back."""
 
-    def __init__(self, entry: Path) -> None:
+    def __init__(self, entry: Path, nginx_cache: Path) -> None:
         self.entry = entry
+        self.nginx_cache = nginx_cache
         self.commit_s: list[float] = []
 
     async def stored(self) -> float:
-        """Seconds until the entry is in the cache."""
+        """Seconds until mirrorlab's entry is in the cache."""
         started = time.perf_counter()
         while not self.entry.exists():
             if time.perf_counter() - started > 60:
@@ -327,34 +338,18 @@ class _ColdAgain:
             await asyncio.sleep(0.01)
         return round(time.perf_counter() - started, 3)
 
-    async def __call__(self) -> None:
+    async def committed(self) -> None:
+        """After a cold rep of mirrorlab's cache: how long its fsync and rename took after
+        the last byte."""
         self.commit_s.append(await self.stored())
-        self.entry.unlink()
-        await _settle_disk()
 
-
-async def _settle_disk() -> None:
-    """After a cold rep of either cache: every dirty page written out (`sync`), unmeasured,
-    so that no case pays in its own window for the writeback of the one before it (the
-    bench measured mirrorlab's cold fill at 0.8 to 1.1 s right after nginx's cold rep had
-    left 256 MiB to write back, 0.35 to 0.4 s with the two in the other order)."""
-    await asyncio.to_thread(os.sync)
-
-
-class _NginxColdAgain:
-    """After a cold rep through nginx's cache: its new file removed, as mirrorlab's entry
-    is, so that both caches' next cold reps write into memory freed the same way (on this
-    VM, memory the guest never touched costs the first writer a host fault per page: a
-    cold fill that got none of it took 0.4 s, one that got all of it up to 2.8 s)."""
-
-    def __init__(self, cache: Path) -> None:
-        self.cache = cache
-
-    async def __call__(self) -> None:
-        for path in self.cache.rglob("*"):
+    async def free(self) -> None:
+        """Before a cold rep of either cache."""
+        self.entry.unlink(missing_ok=True)
+        for path in self.nginx_cache.rglob("*"):
             if path.is_file():
                 path.unlink()
-        await _settle_disk()
+        await asyncio.to_thread(os.sync)
 
 
 async def _cache_concurrent(base: str, ref: str, pulls: int, pids: dict[str, int],
@@ -610,7 +605,8 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
             workdir, "cached", f'[[registry]]\nlocation = "quay.io/bench"\n'
             f'[[registry.mirror]]\nlocation = "{origin.address}/bench"\ninsecure = true\n',
             "--cache", str(cache_dir))
-        cold_again = _ColdAgain(cache_dir / "blobs" / "sha256" / layer.split(":", 1)[1])
+        cold = _ColdFills(cache_dir / "blobs" / "sha256" / layer.split(":", 1)[1],
+                          workdir.resolve() / "nginx" / "cache")
         pull_through = RegistryProcess(workdir, "pull-through", proxy_remote=origin.url)
         pull_through.start()
         assert origin.pid is not None and pull_through.pid is not None
@@ -653,9 +649,9 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
                      # registry ignores)
                      "nginx_cache_cold": (lambda rep: f"{cached}/blobs/{layer}?cold={rep}",
                                           served_by_nginx)},
-                    size, reps, after={"mirrorlab_cache_cold": cold_again,
-                                       "nginx_cache_cold": _NginxColdAgain(
-                                           workdir.resolve() / "nginx" / "cache")})
+                    size, reps,
+                    before={"mirrorlab_cache_cold": cold.free, "nginx_cache_cold": cold.free},
+                    after={"mirrorlab_cache_cold": cold.committed})
             with _PeakRss(proxy.pid) as large_rss:
                 await _throughput([f"{mirrored}/blobs/{large_layer}"], large_size,
                                   served_by_proxy)
@@ -669,14 +665,14 @@ def run_bench(workdir: Path, *, size_mib: int = 256, large_mib: int = 1024, reps
             # Warm: nginx's cache and mirrorlab's, alternated, after one unmeasured fill each.
             await _throughput([f"{cached}/blobs/{layer}"], size, served_by_nginx)
             await _throughput([f"{through_cache}/blobs/{layer}"], size, served_by_cache)
-            await cold_again.stored()
+            await cold.stored()
             with _PeakRss(cached_proxy.pid) as warm_rss:
                 blob_figures.update(await _alternated(
                     {"nginx_cache_warm": (f"{cached}/blobs/{layer}", served_by_nginx),
                      "mirrorlab_cache_warm": (f"{through_cache}/blobs/{layer}",
                                               served_by_cache)}, size, reps))
             results["cache"] = {
-                "commit_after_last_byte_s": cold_again.commit_s,
+                "commit_after_last_byte_s": cold.commit_s,
                 "proxy_peak_rss_mib": round(max(cached_rss.peak_kib,
                                                 warm_rss.peak_kib) / 1024, 1),
                 "concurrent": await _cache_concurrent(

@@ -187,13 +187,13 @@ def _markdown(results: dict[str, Any], plot: str | None) -> str:
                      f"{'-' if serving is None else serving}, {cpu['origin']}, "
                      f"{cpu['client']} |")
     lines += ["", f"Direct, the verifying relay, mirrorlab, the nginx and aiohttp relays and "
-              f"both caches cold alternate rep by rep ({results['reps']} each: nginx's with a "
-              f"new cache key each time; mirrorlab's entry removed after each rep, once its "
-              f"fsync and rename were done, which took "
-              f"{results['cache']['commit_after_last_byte_s']} s after the last byte; after "
-              f"each cold rep of either cache every dirty page is written out, unmeasured); "
-              f"pull-through cold is one fetch; the two warm caches alternate after one fill "
-              f"each."]
+              f"both caches cold alternate rep by rep ({results['reps']} each, after one "
+              f"unmeasured round: nginx's with a new cache key each time; mirrorlab's fsync and "
+              f"rename took {results['cache']['commit_after_last_byte_s']} s after the last "
+              f"byte; before each cold rep of either cache, the file the last cold rep left is "
+              f"removed and every dirty page written out, unmeasured, so that both fill memory "
+              f"just freed); pull-through cold is one fetch; the two warm caches alternate "
+              f"after one fill each."]
     cache = results["cache"]
     concurrent = cache["concurrent"]
     gets = concurrent["upstream_gets_per_blob"]
