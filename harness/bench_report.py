@@ -134,8 +134,8 @@ def _stream_bound(own: float, total: float, cores: int) -> float:
 
 
 def ceiling(results: dict[str, Any]) -> dict[str, float | None]:
-    """Upper bounds on mirrorlab's ratios that this machine sets, and estimates of what a
-    proxy as cheap as nginx would reach if it also verified SHA-256."""
+    """Upper bounds on mirrorlab's ratios that this machine sets, and an estimate of what
+    nginx's cache would reach cold if it also verified SHA-256."""
     cores = results["cores"]
     blob = results["blob"]
     direct = blob["direct"]["mb_per_s"]
