@@ -37,8 +37,9 @@ Each piece is hashed, sent and written on the event loop's thread. Two overlaps 
 measured and dropped (256 MiB, medians of 5, each in a run of its own beside the C relay,
 837-852 MB/s): SHA-256 of a piece in a worker thread while the loop sends it, 862 -> 703
 MB/s and 1.08 -> 1.23 CPU s per GB; the cache's write of a piece in a worker thread while
-the loop hashes it, a cold fill 675 -> 627 MB/s. On these two cores, a piece read on one
-core and hashed or written on the other costs more than the overlap saves."""
+the loop hashes it, a cold fill 675 -> 627 MB/s. The likely reason, inferred from these
+timings and not profiled: on these two cores, a piece read on one core and hashed or
+written on the other costs more than the overlap saves."""
 
 
 class _Receiver(asyncio.BufferedProtocol):
